@@ -1,0 +1,237 @@
+//! `StoreActor`: owns the `Store` and answers typed messages. States: Serving
+//! and Loading (a DUMP LOAD is filling a staged store; writes are refused,
+//! reads answer from the live store until `FinishLoad` swaps it in).
+//! Runs on its own arbiter (thread). Not supervised: a panic here stops the
+//! whole system with exit code 1 (see `Drop`).
+
+use actix::{Actor, Context, Handler, Message, MessageResult, System};
+use std::sync::Arc;
+
+use super::now_ms;
+use crate::protocol::command::{EventArgs, SimArgs, SimVArgs};
+use crate::protocol::Response;
+use crate::snapshot::SnapshotError;
+use crate::store::{
+    DecayReport, LoadBatch, Scored, Store, StoreBuilder, StoreConfig, StoreError, StoreImage, StoreStats,
+};
+
+/// Text of the error every write gets while a load runs.
+pub const READ_ONLY: &str = "Server is in read-only mode: snapshot load in progress";
+
+/// One store operation of a request batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    AddEvent(EventArgs),
+    SetVector { id: String, values: Vec<f32> },
+    DeleteVector { id: String },
+    QuerySimilar(SimArgs),
+    QueryVector(SimVArgs),
+}
+
+impl StoreOp {
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            StoreOp::AddEvent(_) | StoreOp::SetVector { .. } | StoreOp::DeleteVector { .. }
+        )
+    }
+}
+
+/// Sent by a `ConnectionActor` with every store operation of its buffered
+/// requests, in order; the reply holds one response per operation, in order.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Response>")]
+pub struct ExecuteBatch(pub Vec<StoreOp>);
+
+/// Sent by a connection (INFO) and the snapshot actor: figures and state.
+#[derive(Debug, Message)]
+#[rtype(result = "StoreStatus")]
+pub struct GetStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub stats: StoreStats,
+    pub loading: bool,
+}
+
+/// Sent by the snapshot actor for a save: an O(chunks) point-in-time image.
+/// Refused while loading.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StoreImage, SnapshotError>")]
+pub struct FreezeStore;
+
+/// Sent by the snapshot actor before streaming a file: enter Loading.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), SnapshotError>")]
+pub struct BeginLoad;
+
+/// Sent by the snapshot actor's reader thread: records for the staged store.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), SnapshotError>")]
+pub struct ApplyLoadBatch(pub LoadBatch);
+
+/// Sent by the snapshot actor when the whole file decoded: swap the staged
+/// store in, back to Serving. Replies with the new figures.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<StoreStats, SnapshotError>")]
+pub struct FinishLoad;
+
+/// Sent by the snapshot actor when a load failed: drop the staged store, back
+/// to Serving with the live data untouched.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbortLoad;
+
+/// Sent by the scheduler every `events.decay_interval_sec`.
+#[derive(Debug, Message)]
+#[rtype(result = "DecayReport")]
+pub struct RunDecay {
+    pub alpha: f32,
+}
+
+/// Owns the stores.
+pub struct StoreActor {
+    store: Store,
+    /// `Some` while Loading.
+    staged: Option<StoreBuilder>,
+    config: StoreConfig,
+}
+
+impl StoreActor {
+    pub fn new(config: StoreConfig) -> Self {
+        StoreActor {
+            store: Store::new(config.clone()),
+            staged: None,
+            config,
+        }
+    }
+
+    fn execute(&mut self, op: StoreOp, now: u64) -> Response {
+        if self.staged.is_some() && op.is_write() {
+            return Response::Error(READ_ONLY.to_string());
+        }
+        match op {
+            StoreOp::AddEvent(e) => {
+                self.store.add_event(&e.ctx, e.kind, &e.id, e.score, now);
+                Response::Ok
+            }
+            StoreOp::SetVector { id, values } => ok_or_error(self.store.set_vector(&id, &values)),
+            StoreOp::DeleteVector { id } => ok_or_error(self.store.delete_vector(&id)),
+            StoreOp::QuerySimilar(a) => results(self.store.similar(&a.id, a.top_k, a.mode, a.min_score)),
+            StoreOp::QueryVector(a) => results(self.store.similar_to_vector(&a.values, a.top_k, a.min_score)),
+        }
+    }
+}
+
+fn ok_or_error(r: Result<(), StoreError>) -> Response {
+    match r {
+        Ok(()) => Response::Ok,
+        Err(e) => Response::Error(e.to_string()),
+    }
+}
+
+fn results(r: Result<Vec<Scored>, StoreError>) -> Response {
+    match r {
+        Ok(v) => Response::Results(
+            v.into_iter()
+                .map(|s| (s.id, s.score))
+                .collect::<Vec<(Arc<str>, f32)>>(),
+        ),
+        Err(e) => Response::Error(e.to_string()),
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Connections wait (back-pressure) when the mailbox is full; a larger
+        // mailbox keeps many pipelining clients busy.
+        ctx.set_mailbox_capacity(256);
+    }
+}
+
+impl Drop for StoreActor {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("store actor panicked; stopping the server");
+            System::current().stop_with_code(1);
+        }
+    }
+}
+
+impl Handler<ExecuteBatch> for StoreActor {
+    type Result = Vec<Response>;
+    fn handle(&mut self, msg: ExecuteBatch, _: &mut Context<Self>) -> Vec<Response> {
+        let now = now_ms();
+        msg.0.into_iter().map(|op| self.execute(op, now)).collect()
+    }
+}
+
+impl Handler<GetStats> for StoreActor {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(StoreStatus {
+            stats: self.store.stats(),
+            loading: self.staged.is_some(),
+        })
+    }
+}
+
+impl Handler<FreezeStore> for StoreActor {
+    type Result = Result<StoreImage, SnapshotError>;
+    fn handle(&mut self, _: FreezeStore, _: &mut Context<Self>) -> Self::Result {
+        if self.staged.is_some() {
+            return Err(SnapshotError::ReadOnly);
+        }
+        Ok(self.store.freeze())
+    }
+}
+
+impl Handler<BeginLoad> for StoreActor {
+    type Result = Result<(), SnapshotError>;
+    fn handle(&mut self, _: BeginLoad, _: &mut Context<Self>) -> Self::Result {
+        if self.staged.is_some() {
+            return Err(SnapshotError::LoadInProgress);
+        }
+        self.staged = Some(StoreBuilder::new(self.config.clone()));
+        Ok(())
+    }
+}
+
+impl Handler<ApplyLoadBatch> for StoreActor {
+    type Result = Result<(), SnapshotError>;
+    fn handle(&mut self, msg: ApplyLoadBatch, _: &mut Context<Self>) -> Self::Result {
+        match self.staged.as_mut() {
+            Some(b) => b.apply(msg.0).map_err(|e| SnapshotError::Corrupt(e.to_string())),
+            None => Err(SnapshotError::Corrupt("load batch outside a load".into())),
+        }
+    }
+}
+
+impl Handler<FinishLoad> for StoreActor {
+    type Result = Result<StoreStats, SnapshotError>;
+    fn handle(&mut self, _: FinishLoad, _: &mut Context<Self>) -> Self::Result {
+        match self.staged.take() {
+            Some(b) => {
+                self.store = b.finish();
+                Ok(self.store.stats())
+            }
+            None => Err(SnapshotError::Corrupt("finish outside a load".into())),
+        }
+    }
+}
+
+impl Handler<AbortLoad> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: AbortLoad, _: &mut Context<Self>) {
+        self.staged = None;
+    }
+}
+
+impl Handler<RunDecay> for StoreActor {
+    type Result = MessageResult<RunDecay>;
+    fn handle(&mut self, msg: RunDecay, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.store.decay(msg.alpha))
+    }
+}

@@ -1,0 +1,393 @@
+//! Bytes <-> request lines. Recoverable problems (overlong line, invalid UTF-8)
+//! are items, not decoder errors, because `FramedRead` ends the stream after an
+//! `Err` (tokio-rs/tokio#4166).
+//!
+//! Framing: a line ends at `\n`; one `\r` before it is dropped. A line's size is
+//! its bytes before the `\n` (a `\r` counts); a line of exactly
+//! `max_request_bytes` is allowed. An overlong line is reported as soon as the
+//! buffer holds more than the limit without a newline, so at most `limit + 1`
+//! bytes of it are ever examined; after that the codec swallows all further
+//! input, because the caller closes the connection. The scan position is kept
+//! between calls, so a long line arriving in small reads costs O(n) in total.
+//! No actix here.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Default for [`LineCodec::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
+/// One framed request line, or why it could not be one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line without its `\n` / `\r\n`; may be empty.
+    Text(String),
+    /// The line's bytes are not UTF-8; the connection stays open.
+    InvalidUtf8,
+    /// The line exceeded `max_request_bytes`; the connection must be closed after the reply.
+    TooLarge {
+        /// The configured `api.max_request_bytes`.
+        limit: usize,
+    },
+}
+
+/// Decoder that yields every complete line buffered so far as one batch
+/// (at most `max_batch` lines), so pipelined requests are handled together.
+/// As an encoder it appends already rendered reply bytes.
+pub struct LineCodec {
+    /// Longest allowed line, in bytes before the `\n`.
+    pub max_request_bytes: usize,
+    /// Most lines in one batch; 0 is treated as 1.
+    pub max_batch: usize,
+    /// Bytes of the current (unterminated) line at the buffer's start already
+    /// known to hold no `\n`.
+    scanned: usize,
+    /// Set after `TooLarge` was yielded: all further input is dropped.
+    discarding: bool,
+}
+
+impl LineCodec {
+    /// A codec with the given line limit and a batch of [`DEFAULT_MAX_BATCH`].
+    pub fn new(max_request_bytes: usize) -> Self {
+        LineCodec {
+            max_request_bytes,
+            max_batch: DEFAULT_MAX_BATCH,
+            scanned: 0,
+            discarding: false,
+        }
+    }
+
+    /// The next item from the start of `src`, or `None` when no complete line
+    /// (and no overlong one) is buffered.
+    fn next_line(&mut self, src: &mut BytesMut) -> Option<Line> {
+        let limit = self.max_request_bytes;
+        // A `\n` at index `limit` still ends an allowed line; past it, none can.
+        let window = src.len().min(limit.saturating_add(1));
+        let start = self.scanned.min(window);
+        let found = src
+            .get(start..window)
+            .and_then(|w| w.iter().position(|&b| b == b'\n'))
+            .map(|p| start + p);
+        match found {
+            Some(end) => {
+                self.scanned = 0;
+                let mut bytes = src.split_to(end);
+                src.advance(1); // the '\n'
+                if bytes.last() == Some(&b'\r') {
+                    bytes.truncate(end.saturating_sub(1));
+                }
+                Some(match std::str::from_utf8(&bytes) {
+                    Ok(text) => Line::Text(text.to_owned()),
+                    Err(_) => Line::InvalidUtf8,
+                })
+            }
+            None if src.len() > limit => {
+                self.discarding = true;
+                self.scanned = 0;
+                src.clear();
+                Some(Line::TooLarge { limit })
+            }
+            None => {
+                self.scanned = window;
+                None
+            }
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for LineCodec {
+    type Item = Vec<Line>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        if self.discarding {
+            src.clear();
+            return Ok(None);
+        }
+        let max_batch = self.max_batch.max(1);
+        let mut batch = Vec::new();
+        while batch.len() < max_batch {
+            match self.next_line(src) {
+                Some(line) => {
+                    let last = matches!(line, Line::TooLarge { .. });
+                    batch.push(line);
+                    if last {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(if batch.is_empty() { None } else { Some(batch) })
+    }
+
+    /// Complete lines still buffered are returned; a final unterminated line
+    /// is dropped (a request must end in `\n`), never an error.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        match self.decode(src)? {
+            Some(batch) => Ok(Some(batch)),
+            None => {
+                src.clear();
+                self.scanned = 0;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl tokio_util::codec::Encoder<Bytes> for LineCodec {
+    type Error = std::io::Error;
+
+    /// Appends rendered reply bytes unchanged.
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn text(s: &str) -> Line {
+        Line::Text(s.to_owned())
+    }
+
+    fn buf(bytes: &[u8]) -> BytesMut {
+        BytesMut::from(bytes)
+    }
+
+    #[test]
+    fn pipelined_lines_come_out_as_one_batch() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"PING\nINFO\nSIM a 1\npart");
+        let batch = codec.decode(&mut src).unwrap().unwrap();
+        assert_eq!(batch, vec![text("PING"), text("INFO"), text("SIM a 1")]);
+        assert_eq!(&src[..], b"part");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_joined() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"EVENT u A");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"DD i 5\r");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"\nPI");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("EVENT u ADD i 5")])
+        );
+        src.extend_from_slice(b"NG\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("PING")]));
+        assert!(src.is_empty());
+    }
+
+    #[test]
+    fn crlf_and_lf_endings_are_both_removed() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"PING\r\nQUIT\n\r\n\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("PING"), text("QUIT"), text(""), text("")])
+        );
+    }
+
+    #[test]
+    fn only_one_trailing_carriage_return_is_removed() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"a\r\r\nb\rc\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("a\r"), text("b\rc")])
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_the_middle_of_a_batch_is_one_item() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"PING\nbad \xff\xfe line\nINFO\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("PING"), Line::InvalidUtf8, text("INFO")])
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_allowed() {
+        let mut codec = LineCodec::new(8);
+        let mut src = buf(b"12345678\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("12345678")]));
+        // The `\r` counts toward the limit.
+        let mut src = buf(b"1234567\r\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("1234567")]));
+        // A full unterminated line of exactly the limit is still waiting.
+        let mut src = buf(b"12345678");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("12345678")]));
+    }
+
+    #[test]
+    fn an_overlong_line_with_newline_ends_the_batch_and_later_input_is_dropped() {
+        let mut codec = LineCodec::new(8);
+        let mut src = buf(b"PING\n123456789\nPING\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("PING"), Line::TooLarge { limit: 8 }])
+        );
+        assert!(src.is_empty());
+        src.extend_from_slice(b"PING\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        assert!(src.is_empty());
+        assert_eq!(codec.decode_eof(&mut src).unwrap(), None);
+    }
+
+    #[test]
+    fn an_overlong_line_without_newline_is_reported_once_the_limit_is_passed() {
+        let mut codec = LineCodec::new(8);
+        let mut src = buf(b"1234");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"5678");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"9");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![Line::TooLarge { limit: 8 }])
+        );
+        assert!(src.is_empty());
+    }
+
+    #[test]
+    fn an_overlong_line_is_found_without_scanning_past_the_limit() {
+        let mut codec = LineCodec::new(4);
+        // The newline far beyond the limit is never looked for.
+        let mut src = buf(b"ok\n0123456789\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("ok"), Line::TooLarge { limit: 4 }])
+        );
+    }
+
+    #[test]
+    fn batches_hold_at_most_max_batch_lines() {
+        let mut codec = LineCodec::new(1024);
+        codec.max_batch = 2;
+        let mut src = buf(b"a\nb\nc\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("a"), text("b")]));
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("c")]));
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+    }
+
+    #[test]
+    fn new_uses_the_default_batch_size() {
+        let codec = LineCodec::new(16);
+        assert_eq!(codec.max_batch, DEFAULT_MAX_BATCH);
+        assert_eq!(codec.max_request_bytes, 16);
+    }
+
+    #[test]
+    fn decode_eof_returns_complete_lines_and_drops_the_partial_one() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"PING\nINFO\nunterminated");
+        assert_eq!(
+            codec.decode_eof(&mut src).unwrap(),
+            Some(vec![text("PING"), text("INFO")])
+        );
+        assert_eq!(codec.decode_eof(&mut src).unwrap(), None);
+        assert!(src.is_empty());
+    }
+
+    #[test]
+    fn scan_offset_resets_after_a_partial_line_is_completed() {
+        let mut codec = LineCodec::new(1024);
+        let mut src = buf(b"abcdef");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"\nx\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![text("abcdef"), text("x")])
+        );
+    }
+
+    #[test]
+    fn encoder_appends_bytes() {
+        let mut codec = LineCodec::new(16);
+        let mut dst = BytesMut::from(&b"OK\r\n"[..]);
+        codec
+            .encode(Bytes::from_static(b"OK PONG\r\n"), &mut dst)
+            .unwrap();
+        assert_eq!(&dst[..], b"OK\r\nOK PONG\r\n");
+    }
+
+    /// Splits `input` into lines the obvious way, as the codec should.
+    fn model(input: &[u8], limit: usize) -> Vec<Line> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        loop {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(p) if p <= limit => {
+                    let mut line = &rest[..p];
+                    if line.last() == Some(&b'\r') {
+                        line = &line[..p - 1];
+                    }
+                    out.push(match std::str::from_utf8(line) {
+                        Ok(t) => text(t),
+                        Err(_) => Line::InvalidUtf8,
+                    });
+                    rest = &rest[p + 1..];
+                }
+                _ if rest.len() > limit => {
+                    out.push(Line::TooLarge { limit });
+                    return out;
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn any_chunking_of_random_input_matches_the_simple_model() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let alphabet = b"ab \t\r\n\n\xff";
+        for _ in 0..500 {
+            let limit = 1 + next() % 12;
+            let len = next() % 80;
+            let input: Vec<u8> = (0..len).map(|_| alphabet[next() % alphabet.len()]).collect();
+            let mut codec = LineCodec::new(limit);
+            codec.max_batch = 1 + next() % 4;
+            let mut src = BytesMut::new();
+            let mut got = Vec::new();
+            let mut pos = 0;
+            while pos < input.len() {
+                let step = (1 + next() % 9).min(input.len() - pos);
+                src.extend_from_slice(&input[pos..pos + step]);
+                pos += step;
+                while let Some(batch) = codec.decode(&mut src).unwrap() {
+                    assert!(batch.len() <= codec.max_batch);
+                    got.extend(batch);
+                }
+                assert!(src.len() <= limit + 9, "buffered {} bytes", src.len());
+            }
+            while let Some(batch) = codec.decode_eof(&mut src).unwrap() {
+                got.extend(batch);
+            }
+            assert_eq!(got, model(&input, limit), "input {input:?} limit {limit}");
+        }
+    }
+
+    #[test]
+    fn a_huge_limit_does_not_overflow() {
+        let mut codec = LineCodec::new(usize::MAX);
+        let mut src = buf(b"PING\npartial");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("PING")]));
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+    }
+}

@@ -1,0 +1,831 @@
+//! `&str -> Result<Command, ParseError>`; pure, no I/O, no allocation beyond
+//! what the line itself bounds.
+//!
+//! The input is one request line with its line ending already removed by the
+//! codec. Tokens are separated by runs of spaces or tabs. Command words,
+//! subcommand words, option keys and mode values are ASCII case-insensitive;
+//! ids, contexts, paths, passwords and config sections are kept as typed.
+//!
+//! Decisions where SPEC section 3 is silent (each error text is exact):
+//! - `EVENT` with fewer than two tokens (no type) gets
+//!   `EVENT requires arguments: <ctx> <ADD|SET|DEL> <id> [<score>]`.
+//! - `SIM`: options follow `top_k` in any order; a repeated option: the last
+//!   wins; a `min_score` that is not a finite number gets
+//!   `Invalid min_score: must be a number`; an unknown option or any other
+//!   extra token gets `Invalid option: <token>`.
+//! - `SIMV`: `min_score=` is recognised only right after `top_k`; anywhere
+//!   else it is a vector value and so `Invalid vector format`.
+//! - `top_k` that is not an integer in `1..=usize::MAX` gets
+//!   [`ParseError::InvalidTopK`]; the parser does not know the configured
+//!   maximum, so the caller fills it in with [`ParseError::with_max_top_k`].
+//! - `CONFIG` alone gets `Invalid argument count`; `CONFIG <other>` gets
+//!   `Unknown CONFIG subcommand: <other>`.
+//! - `DUMP` alone gets `Invalid argument count`; `DUMP <other>` gets
+//!   `Unknown DUMP subcommand: <other>`.
+//!
+//! Checks run in this order: argument structure (counts), then each value
+//! from left to right; the first failure is the answer.
+
+use super::command::{Command, DumpCommand, EventArgs, SimArgs, SimVArgs};
+use crate::store::{EventKind, SimMode};
+
+/// Why a request line is not a valid command. `Display` is exactly the text
+/// that follows `(error) ` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The first word is not a command; carries the word as typed.
+    #[error("Unknown command: {0}")]
+    UnknownCommand(String),
+    /// `EVENT` without a type (fewer than two tokens after the word).
+    #[error("EVENT requires arguments: <ctx> <ADD|SET|DEL> <id> [<score>]")]
+    EventMissingArguments,
+    /// The EVENT type is not ADD, SET or DEL; carries it as typed.
+    #[error("Invalid EVENT type: {0} (must be ADD, SET, or DEL)")]
+    InvalidEventType(String),
+    /// Wrong number of tokens for the EVENT type `kind`.
+    #[error("{}", event_usage(*kind))]
+    EventArgumentCount {
+        /// The (valid) type that was given.
+        kind: EventKind,
+    },
+    /// The EVENT score is not an integer in 0..=100.
+    #[error("Invalid score: must be integer 0-100")]
+    InvalidScore,
+    /// Missing or surplus arguments.
+    #[error("Invalid argument count")]
+    InvalidArgumentCount,
+    /// A vector value is not a finite `f32`.
+    #[error("Invalid vector format")]
+    InvalidVectorFormat,
+    /// `top_k` is not a positive integer. `parse_line` sets `max` to
+    /// `usize::MAX`; use [`ParseError::with_max_top_k`] before showing it.
+    #[error("Invalid top_k: must be > 0 and <= {max}")]
+    InvalidTopK {
+        /// The configured `similarity.max_top_k`.
+        max: usize,
+    },
+    /// `using=` is not events, vectors or fusion.
+    #[error("Invalid mode: must be events, vectors, or fusion")]
+    InvalidMode,
+    /// `min_score=` is not a finite number.
+    #[error("Invalid min_score: must be a number")]
+    InvalidMinScore,
+    /// An unknown SIM option or extra token; carries the token.
+    #[error("Invalid option: {0}")]
+    InvalidOption(String),
+    /// `CONFIG <word>` where `<word>` is not SHOW.
+    #[error("Unknown CONFIG subcommand: {0}")]
+    UnknownConfigSubcommand(String),
+    /// `DUMP <word>` where `<word>` is not SAVE, LOAD, VERIFY, INFO or STATUS.
+    #[error("Unknown DUMP subcommand: {0}")]
+    UnknownDumpSubcommand(String),
+}
+
+impl ParseError {
+    /// Fills in the configured `similarity.max_top_k` of an
+    /// [`ParseError::InvalidTopK`]; every other error is returned unchanged.
+    pub fn with_max_top_k(self, max: usize) -> ParseError {
+        match self {
+            ParseError::InvalidTopK { .. } => ParseError::InvalidTopK { max },
+            other => other,
+        }
+    }
+}
+
+fn event_usage(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Add => "EVENT ADD requires 4 arguments: <ctx> ADD <id> <score>",
+        EventKind::Set => "EVENT SET requires 4 arguments: <ctx> SET <id> <score>",
+        EventKind::Del => "EVENT DEL requires 3 arguments: <ctx> DEL <id>",
+    }
+}
+
+/// Parses one request line (without its line ending). `None` for an empty or
+/// whitespace-only line, which the server ignores.
+pub fn parse_line(line: &str) -> Option<Result<Command, ParseError>> {
+    let mut tokens = tokenize(line);
+    let word = tokens.next()?;
+    let args: Vec<&str> = tokens.collect();
+    Some(parse_command(word, &args))
+}
+
+/// Splits on runs of spaces and tabs; no quoting.
+pub(crate) fn tokenize(line: &str) -> impl Iterator<Item = &str> {
+    line.split([' ', '\t']).filter(|t| !t.is_empty())
+}
+
+fn is(word: &str, keyword: &str) -> bool {
+    word.eq_ignore_ascii_case(keyword)
+}
+
+fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
+    if is(word, "PING") {
+        no_args(args, Command::Ping)
+    } else if is(word, "QUIT") {
+        no_args(args, Command::Quit)
+    } else if is(word, "INFO") {
+        no_args(args, Command::Info)
+    } else if is(word, "AUTH") {
+        match args {
+            [password] => Ok(Command::Auth {
+                password: (*password).to_owned(),
+            }),
+            _ => Err(ParseError::InvalidArgumentCount),
+        }
+    } else if is(word, "CONFIG") {
+        parse_config(args)
+    } else if is(word, "EVENT") {
+        parse_event(args).map(Command::Event)
+    } else if is(word, "VECSET") {
+        match args {
+            [id, values @ ..] if !values.is_empty() => Ok(Command::VecSet {
+                id: (*id).to_owned(),
+                values: parse_values(values)?,
+            }),
+            _ => Err(ParseError::InvalidArgumentCount),
+        }
+    } else if is(word, "VECDEL") {
+        match args {
+            [id] => Ok(Command::VecDel { id: (*id).to_owned() }),
+            _ => Err(ParseError::InvalidArgumentCount),
+        }
+    } else if is(word, "SIM") {
+        parse_sim(args).map(Command::Sim)
+    } else if is(word, "SIMV") {
+        parse_simv(args).map(Command::SimV)
+    } else if is(word, "DUMP") {
+        parse_dump(args).map(Command::Dump)
+    } else {
+        Err(ParseError::UnknownCommand(word.to_owned()))
+    }
+}
+
+fn no_args(args: &[&str], command: Command) -> Result<Command, ParseError> {
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(ParseError::InvalidArgumentCount)
+    }
+}
+
+/// `CONFIG SHOW [section]`.
+fn parse_config(args: &[&str]) -> Result<Command, ParseError> {
+    let (sub, rest) = match args {
+        [sub, rest @ ..] => (*sub, rest),
+        [] => return Err(ParseError::InvalidArgumentCount),
+    };
+    if !is(sub, "SHOW") {
+        return Err(ParseError::UnknownConfigSubcommand(sub.to_owned()));
+    }
+    match rest {
+        [] => Ok(Command::ConfigShow { section: None }),
+        [section] => Ok(Command::ConfigShow {
+            section: Some((*section).to_owned()),
+        }),
+        _ => Err(ParseError::InvalidArgumentCount),
+    }
+}
+
+/// `EVENT <ctx> ADD|SET <id> <score>` or `EVENT <ctx> DEL <id>`.
+fn parse_event(args: &[&str]) -> Result<EventArgs, ParseError> {
+    let (ctx, kind_word, rest) = match args {
+        [ctx, kind, rest @ ..] => (*ctx, *kind, rest),
+        _ => return Err(ParseError::EventMissingArguments),
+    };
+    let kind = if is(kind_word, "ADD") {
+        EventKind::Add
+    } else if is(kind_word, "SET") {
+        EventKind::Set
+    } else if is(kind_word, "DEL") {
+        EventKind::Del
+    } else {
+        return Err(ParseError::InvalidEventType(kind_word.to_owned()));
+    };
+    let (id, score) = match (kind, rest) {
+        (EventKind::Add | EventKind::Set, [id, score]) => (*id, parse_score(score)?),
+        (EventKind::Del, [id]) => (*id, 0),
+        _ => return Err(ParseError::EventArgumentCount { kind }),
+    };
+    Ok(EventArgs {
+        ctx: ctx.to_owned(),
+        kind,
+        id: id.to_owned(),
+        score,
+    })
+}
+
+/// Decimal digits only (no sign), value 0..=100; leading zeros are fine.
+fn parse_score(s: &str) -> Result<u8, ParseError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::InvalidScore);
+    }
+    match s.parse::<u8>() {
+        Ok(v) if v <= 100 => Ok(v),
+        _ => Err(ParseError::InvalidScore),
+    }
+}
+
+/// A positive integer (decimal digits only); `usize` overflow is invalid too.
+fn parse_top_k(s: &str) -> Result<usize, ParseError> {
+    let invalid = ParseError::InvalidTopK { max: usize::MAX };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid);
+    }
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(invalid),
+    }
+}
+
+/// A finite `f32`; `NaN`, `inf` and values that overflow to infinity (`1e39`) are not.
+fn parse_finite(s: &str) -> Option<f32> {
+    s.parse::<f32>().ok().filter(|v| v.is_finite())
+}
+
+fn parse_values(tokens: &[&str]) -> Result<Vec<f32>, ParseError> {
+    tokens
+        .iter()
+        .map(|t| parse_finite(t).ok_or(ParseError::InvalidVectorFormat))
+        .collect()
+}
+
+fn parse_mode(s: &str) -> Result<SimMode, ParseError> {
+    if is(s, "events") {
+        Ok(SimMode::Events)
+    } else if is(s, "vectors") {
+        Ok(SimMode::Vectors)
+    } else if is(s, "fusion") {
+        Ok(SimMode::Fusion)
+    } else {
+        Err(ParseError::InvalidMode)
+    }
+}
+
+fn parse_min_score(s: &str) -> Result<f32, ParseError> {
+    parse_finite(s).ok_or(ParseError::InvalidMinScore)
+}
+
+/// `Some(value)` when `token` is `min_score=<value>` (key case-insensitive).
+fn min_score_option(token: &str) -> Option<&str> {
+    match token.split_once('=') {
+        Some((key, value)) if is(key, "min_score") => Some(value),
+        _ => None,
+    }
+}
+
+/// `SIM <id> <top_k> [using=events|vectors|fusion] [min_score=<f>]`.
+fn parse_sim(args: &[&str]) -> Result<SimArgs, ParseError> {
+    let (id, top_k, options) = match args {
+        [id, top_k, options @ ..] => (*id, *top_k, options),
+        _ => return Err(ParseError::InvalidArgumentCount),
+    };
+    let top_k = parse_top_k(top_k)?;
+    let mut mode = SimMode::Fusion;
+    let mut min_score = None;
+    for token in options {
+        match token.split_once('=') {
+            Some((key, value)) if is(key, "using") => mode = parse_mode(value)?,
+            Some((key, value)) if is(key, "min_score") => min_score = Some(parse_min_score(value)?),
+            _ => return Err(ParseError::InvalidOption((*token).to_owned())),
+        }
+    }
+    Ok(SimArgs {
+        id: id.to_owned(),
+        top_k,
+        mode,
+        min_score,
+    })
+}
+
+/// `SIMV <top_k> [min_score=<f>] <f1> ... <fN>`.
+fn parse_simv(args: &[&str]) -> Result<SimVArgs, ParseError> {
+    let (top_k, rest) = match args {
+        [top_k, rest @ ..] => (*top_k, rest),
+        [] => return Err(ParseError::InvalidArgumentCount),
+    };
+    let (min_score, values) = match rest {
+        [first, values @ ..] => match min_score_option(first) {
+            Some(value) => (Some(value), values),
+            None => (None, rest),
+        },
+        [] => (None, rest),
+    };
+    if values.is_empty() {
+        return Err(ParseError::InvalidArgumentCount);
+    }
+    let top_k = parse_top_k(top_k)?;
+    let min_score = min_score.map(parse_min_score).transpose()?;
+    Ok(SimVArgs {
+        top_k,
+        min_score,
+        values: parse_values(values)?,
+    })
+}
+
+/// `DUMP SAVE [path]`, `DUMP LOAD|VERIFY|INFO <path>`, `DUMP STATUS`.
+fn parse_dump(args: &[&str]) -> Result<DumpCommand, ParseError> {
+    let (sub, rest) = match args {
+        [sub, rest @ ..] => (*sub, rest),
+        [] => return Err(ParseError::InvalidArgumentCount),
+    };
+    let one_path = |rest: &[&str]| match rest {
+        [path] => Ok((*path).to_owned()),
+        _ => Err(ParseError::InvalidArgumentCount),
+    };
+    if is(sub, "SAVE") {
+        match rest {
+            [] => Ok(DumpCommand::Save { path: None }),
+            [path] => Ok(DumpCommand::Save {
+                path: Some((*path).to_owned()),
+            }),
+            _ => Err(ParseError::InvalidArgumentCount),
+        }
+    } else if is(sub, "LOAD") {
+        Ok(DumpCommand::Load {
+            path: one_path(rest)?,
+        })
+    } else if is(sub, "VERIFY") {
+        Ok(DumpCommand::Verify {
+            path: one_path(rest)?,
+        })
+    } else if is(sub, "INFO") {
+        Ok(DumpCommand::Info {
+            path: one_path(rest)?,
+        })
+    } else if is(sub, "STATUS") {
+        if rest.is_empty() {
+            Ok(DumpCommand::Status)
+        } else {
+            Err(ParseError::InvalidArgumentCount)
+        }
+    } else {
+        Err(ParseError::UnknownDumpSubcommand(sub.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command {
+        match parse_line(line) {
+            Some(Ok(cmd)) => cmd,
+            other => panic!("{line:?} did not parse: {other:?}"),
+        }
+    }
+
+    fn err(line: &str) -> String {
+        match parse_line(line) {
+            Some(Err(e)) => e.to_string(),
+            other => panic!("{line:?} did not fail: {other:?}"),
+        }
+    }
+
+    fn event(ctx: &str, kind: EventKind, id: &str, score: u8) -> Command {
+        Command::Event(EventArgs {
+            ctx: ctx.into(),
+            kind,
+            id: id.into(),
+            score,
+        })
+    }
+
+    #[test]
+    fn empty_and_blank_lines_are_ignored() {
+        assert_eq!(parse_line(""), None);
+        assert_eq!(parse_line("   "), None);
+        assert_eq!(parse_line("\t \t"), None);
+    }
+
+    #[test]
+    fn command_words_are_case_insensitive() {
+        assert_eq!(ok("ping"), Command::Ping);
+        assert_eq!(ok("PiNg"), Command::Ping);
+        assert_eq!(ok("quit"), Command::Quit);
+        assert_eq!(ok("info"), Command::Info);
+        assert_eq!(ok("event u1 add i1 5"), event("u1", EventKind::Add, "i1", 5));
+        assert_eq!(
+            ok("dump save /a/B.nvec"),
+            Command::Dump(DumpCommand::Save {
+                path: Some("/a/B.nvec".into())
+            })
+        );
+        assert_eq!(ok("config show"), Command::ConfigShow { section: None });
+    }
+
+    #[test]
+    fn ids_contexts_paths_and_passwords_keep_their_case() {
+        assert_eq!(
+            ok("EVENT User ADD Item 1"),
+            event("User", EventKind::Add, "Item", 1)
+        );
+        assert_eq!(
+            ok("AUTH SeCrEt"),
+            Command::Auth {
+                password: "SeCrEt".into()
+            }
+        );
+        assert_eq!(
+            ok("DUMP LOAD /Tmp/X.nvec"),
+            Command::Dump(DumpCommand::Load {
+                path: "/Tmp/X.nvec".into()
+            })
+        );
+        assert_eq!(ok("VECDEL AbC"), Command::VecDel { id: "AbC".into() });
+    }
+
+    #[test]
+    fn runs_of_spaces_and_tabs_separate_tokens() {
+        assert_eq!(
+            ok("  EVENT\t\tu1   ADD \t i1\t 7  "),
+            event("u1", EventKind::Add, "i1", 7)
+        );
+        assert_eq!(
+            ok("VECSET\tx\t1.5  -2\t0"),
+            Command::VecSet {
+                id: "x".into(),
+                values: vec![1.5, -2.0, 0.0]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_command_echoes_the_word_as_typed() {
+        assert_eq!(err("FooBar 1 2"), "Unknown command: FooBar");
+        assert_eq!(err("  hello"), "Unknown command: hello");
+        assert_eq!(err("SHOW"), "Unknown command: SHOW");
+    }
+
+    #[test]
+    fn ping_quit_info_take_no_arguments() {
+        assert_eq!(ok("PING"), Command::Ping);
+        assert_eq!(ok("QUIT"), Command::Quit);
+        assert_eq!(ok("INFO"), Command::Info);
+        assert_eq!(err("PING x"), "Invalid argument count");
+        assert_eq!(err("QUIT now"), "Invalid argument count");
+        assert_eq!(err("INFO all"), "Invalid argument count");
+    }
+
+    #[test]
+    fn auth_takes_exactly_one_password() {
+        assert_eq!(
+            ok("AUTH pw"),
+            Command::Auth {
+                password: "pw".into()
+            }
+        );
+        assert_eq!(err("AUTH"), "Invalid argument count");
+        assert_eq!(err("AUTH a b"), "Invalid argument count");
+    }
+
+    #[test]
+    fn config_show_takes_an_optional_section() {
+        assert_eq!(ok("CONFIG SHOW"), Command::ConfigShow { section: None });
+        assert_eq!(
+            ok("CONFIG SHOW events"),
+            Command::ConfigShow {
+                section: Some("events".into())
+            }
+        );
+        assert_eq!(err("CONFIG"), "Invalid argument count");
+        assert_eq!(err("CONFIG SHOW a b"), "Invalid argument count");
+        assert_eq!(err("CONFIG Set x"), "Unknown CONFIG subcommand: Set");
+    }
+
+    #[test]
+    fn event_forms_parse() {
+        assert_eq!(ok("EVENT u ADD i 0"), event("u", EventKind::Add, "i", 0));
+        assert_eq!(ok("EVENT u SET i 100"), event("u", EventKind::Set, "i", 100));
+        assert_eq!(ok("EVENT u DEL i"), event("u", EventKind::Del, "i", 0));
+        assert_eq!(ok("EVENT u add i 007"), event("u", EventKind::Add, "i", 7));
+    }
+
+    #[test]
+    fn event_errors_have_exact_texts() {
+        let missing = "EVENT requires arguments: <ctx> <ADD|SET|DEL> <id> [<score>]";
+        assert_eq!(err("EVENT"), missing);
+        assert_eq!(err("EVENT u"), missing);
+        assert_eq!(
+            err("EVENT u Upd i 5"),
+            "Invalid EVENT type: Upd (must be ADD, SET, or DEL)"
+        );
+        assert_eq!(
+            err("EVENT u FOO"),
+            "Invalid EVENT type: FOO (must be ADD, SET, or DEL)"
+        );
+        let add = "EVENT ADD requires 4 arguments: <ctx> ADD <id> <score>";
+        assert_eq!(err("EVENT u ADD"), add);
+        assert_eq!(err("EVENT u ADD i"), add);
+        assert_eq!(err("EVENT u add i 5 6"), add);
+        let set = "EVENT SET requires 4 arguments: <ctx> SET <id> <score>";
+        assert_eq!(err("EVENT u SET i"), set);
+        assert_eq!(err("EVENT u SET i 5 6"), set);
+        let del = "EVENT DEL requires 3 arguments: <ctx> DEL <id>";
+        assert_eq!(err("EVENT u DEL"), del);
+        assert_eq!(err("EVENT u DEL i 0"), del);
+    }
+
+    #[test]
+    fn event_score_must_be_an_integer_from_0_to_100() {
+        let bad = "Invalid score: must be integer 0-100";
+        for score in [
+            "101",
+            "-1",
+            "+5",
+            "5.0",
+            "abc",
+            "256",
+            "99999999999999999999",
+            "1e2",
+        ] {
+            assert_eq!(err(&format!("EVENT u ADD i {score}")), bad, "{score}");
+        }
+        assert_eq!(err("EVENT u SET i 1000"), bad);
+    }
+
+    #[test]
+    fn vecset_and_vecdel_forms_parse() {
+        assert_eq!(
+            ok("VECSET item 1 2.5 -3e2 .5"),
+            Command::VecSet {
+                id: "item".into(),
+                values: vec![1.0, 2.5, -300.0, 0.5]
+            }
+        );
+        assert_eq!(ok("vecdel item"), Command::VecDel { id: "item".into() });
+    }
+
+    #[test]
+    fn vecset_and_vecdel_errors_have_exact_texts() {
+        assert_eq!(err("VECSET"), "Invalid argument count");
+        assert_eq!(err("VECSET id"), "Invalid argument count");
+        assert_eq!(err("VECDEL"), "Invalid argument count");
+        assert_eq!(err("VECDEL a b"), "Invalid argument count");
+        for bad in [
+            "NaN", "nan", "inf", "-inf", "infinity", "1e39", "-1e39", "abc", "1,0", "0x1",
+        ] {
+            assert_eq!(
+                err(&format!("VECSET id 1 {bad} 2")),
+                "Invalid vector format",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn vecset_with_ten_thousand_values_parses() {
+        let values: Vec<String> = (0..10_000).map(|i| format!("{}.25", i % 7)).collect();
+        let line = format!("VECSET big {}", values.join(" "));
+        match ok(&line) {
+            Command::VecSet { id, values } => {
+                assert_eq!(id, "big");
+                assert_eq!(values.len(), 10_000);
+                assert_eq!(values[9_999], 3.25); // 9999 % 7 == 3
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sim_defaults_to_fusion_without_min_score() {
+        assert_eq!(
+            ok("SIM item 10"),
+            Command::Sim(SimArgs {
+                id: "item".into(),
+                top_k: 10,
+                mode: SimMode::Fusion,
+                min_score: None
+            })
+        );
+    }
+
+    #[test]
+    fn sim_options_come_in_any_order_with_case_insensitive_keys_and_modes() {
+        let expected = Command::Sim(SimArgs {
+            id: "Item".into(),
+            top_k: 3,
+            mode: SimMode::Vectors,
+            min_score: Some(0.5),
+        });
+        assert_eq!(ok("SIM Item 3 using=vectors min_score=0.5"), expected);
+        assert_eq!(ok("sim Item 3 MIN_SCORE=0.5 USING=VECTORS"), expected);
+        match ok("SIM a 1 using=Events") {
+            Command::Sim(args) => assert_eq!(args.mode, SimMode::Events),
+            other => panic!("{other:?}"),
+        }
+        match ok("SIM a 1 using=fusion") {
+            Command::Sim(args) => assert_eq!(args.mode, SimMode::Fusion),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sim_repeated_option_last_wins() {
+        match ok("SIM a 1 using=events using=vectors min_score=1 min_score=-2") {
+            Command::Sim(args) => {
+                assert_eq!(args.mode, SimMode::Vectors);
+                assert_eq!(args.min_score, Some(-2.0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sim_errors_have_exact_texts() {
+        assert_eq!(err("SIM"), "Invalid argument count");
+        assert_eq!(err("SIM item"), "Invalid argument count");
+        assert_eq!(
+            err("SIM item 5 using=cosine"),
+            "Invalid mode: must be events, vectors, or fusion"
+        );
+        assert_eq!(
+            err("SIM item 5 using="),
+            "Invalid mode: must be events, vectors, or fusion"
+        );
+        assert_eq!(
+            err("SIM item 5 min_score=abc"),
+            "Invalid min_score: must be a number"
+        );
+        assert_eq!(
+            err("SIM item 5 min_score=NaN"),
+            "Invalid min_score: must be a number"
+        );
+        assert_eq!(
+            err("SIM item 5 min_score=inf"),
+            "Invalid min_score: must be a number"
+        );
+        assert_eq!(err("SIM item 5 extra"), "Invalid option: extra");
+        assert_eq!(err("SIM item 5 limit=3"), "Invalid option: limit=3");
+    }
+
+    #[test]
+    fn top_k_must_be_a_positive_integer() {
+        for bad in ["0", "-1", "abc", "1.5", "+3", "99999999999999999999"] {
+            let e = parse_line(&format!("SIM item {bad}"));
+            assert_eq!(e, Some(Err(ParseError::InvalidTopK { max: usize::MAX })), "{bad}");
+            let e = parse_line(&format!("SIMV {bad} 1.0"));
+            assert_eq!(e, Some(Err(ParseError::InvalidTopK { max: usize::MAX })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn with_max_top_k_fills_in_the_configured_maximum() {
+        let e = ParseError::InvalidTopK { max: usize::MAX }.with_max_top_k(1000);
+        assert_eq!(e.to_string(), "Invalid top_k: must be > 0 and <= 1000");
+        let other = ParseError::InvalidMode.with_max_top_k(1000);
+        assert_eq!(other, ParseError::InvalidMode);
+    }
+
+    #[test]
+    fn simv_forms_parse() {
+        assert_eq!(
+            ok("SIMV 5 1 2 3"),
+            Command::SimV(SimVArgs {
+                top_k: 5,
+                min_score: None,
+                values: vec![1.0, 2.0, 3.0]
+            })
+        );
+        assert_eq!(
+            ok("simv 5 Min_Score=0.25 1 2"),
+            Command::SimV(SimVArgs {
+                top_k: 5,
+                min_score: Some(0.25),
+                values: vec![1.0, 2.0]
+            })
+        );
+    }
+
+    #[test]
+    fn simv_errors_have_exact_texts() {
+        assert_eq!(err("SIMV"), "Invalid argument count");
+        assert_eq!(err("SIMV 5"), "Invalid argument count");
+        assert_eq!(err("SIMV 5 min_score=0.1"), "Invalid argument count");
+        assert_eq!(err("SIMV 5 1 NaN"), "Invalid vector format");
+        assert_eq!(err("SIMV 5 1e39"), "Invalid vector format");
+        assert_eq!(err("SIMV 5 1 min_score=0.1"), "Invalid vector format");
+        assert_eq!(err("SIMV 5 min_score=x 1"), "Invalid min_score: must be a number");
+        assert_eq!(
+            err("SIMV 0 1"),
+            "Invalid top_k: must be > 0 and <= 18446744073709551615"
+        );
+    }
+
+    #[test]
+    fn dump_forms_parse() {
+        assert_eq!(ok("DUMP SAVE"), Command::Dump(DumpCommand::Save { path: None }));
+        assert_eq!(
+            ok("DUMP save a.nvec"),
+            Command::Dump(DumpCommand::Save {
+                path: Some("a.nvec".into())
+            })
+        );
+        assert_eq!(
+            ok("dump load A.nvec"),
+            Command::Dump(DumpCommand::Load {
+                path: "A.nvec".into()
+            })
+        );
+        assert_eq!(
+            ok("DUMP Verify a"),
+            Command::Dump(DumpCommand::Verify { path: "a".into() })
+        );
+        assert_eq!(
+            ok("DUMP INFO a"),
+            Command::Dump(DumpCommand::Info { path: "a".into() })
+        );
+        assert_eq!(ok("DUMP status"), Command::Dump(DumpCommand::Status));
+    }
+
+    #[test]
+    fn dump_errors_have_exact_texts() {
+        assert_eq!(err("DUMP"), "Invalid argument count");
+        assert_eq!(err("DUMP SAVE a b"), "Invalid argument count");
+        assert_eq!(err("DUMP LOAD"), "Invalid argument count");
+        assert_eq!(err("DUMP LOAD a b"), "Invalid argument count");
+        assert_eq!(err("DUMP VERIFY"), "Invalid argument count");
+        assert_eq!(err("DUMP INFO"), "Invalid argument count");
+        assert_eq!(err("DUMP STATUS x"), "Invalid argument count");
+        assert_eq!(err("DUMP Restore a"), "Unknown DUMP subcommand: Restore");
+    }
+
+    #[test]
+    fn write_and_admin_commands_need_auth() {
+        assert!(ok("EVENT u ADD i 1").needs_auth());
+        assert!(ok("VECSET i 1").needs_auth());
+        assert!(ok("VECDEL i").needs_auth());
+        assert!(ok("DUMP STATUS").needs_auth());
+        assert!(!ok("SIM i 1").needs_auth());
+        assert!(!ok("PING").needs_auth());
+        assert!(!ok("INFO").needs_auth());
+    }
+
+    #[test]
+    fn random_token_soup_never_panics() {
+        let words = [
+            "EVENT",
+            "add",
+            "SET",
+            "del",
+            "VECSET",
+            "VECDEL",
+            "SIM",
+            "simv",
+            "DUMP",
+            "save",
+            "LOAD",
+            "verify",
+            "info",
+            "STATUS",
+            "CONFIG",
+            "show",
+            "AUTH",
+            "PING",
+            "QUIT",
+            "0",
+            "100",
+            "101",
+            "-1",
+            "1e39",
+            "NaN",
+            "0.5",
+            "using=",
+            "using=events",
+            "min_score=",
+            "min_score=1",
+            "=",
+            "\t",
+            " ",
+            "\u{0}",
+            "é",
+            "99999999999999999999",
+        ];
+        let mut seed: u64 = 42;
+        for _ in 0..20_000 {
+            let mut line = String::new();
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let n = (seed >> 60) as usize;
+            for _ in 0..n {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                line.push_str(words[(seed >> 33) as usize % words.len()]);
+                line.push(' ');
+            }
+            let _ = parse_line(&line);
+        }
+    }
+
+    #[test]
+    fn odd_bytes_never_panic() {
+        for line in [
+            "\u{0}",
+            "SIM \u{feff} 1",
+            "EVENT é ADD ü 1",
+            "DUMP SAVE \r",
+            "=",
+            "SIM a 1 =",
+        ] {
+            let _ = parse_line(line);
+        }
+        assert_eq!(err("SIM a 1 ="), "Invalid option: =");
+    }
+}

@@ -1,0 +1,747 @@
+//! Streaming, hardened snapshot reader (format in `format.rs`).
+//!
+//! Two passes over the file, each through a `BufReader`, neither holding more
+//! than one record in memory:
+//! - pass A (`scan`) reads the header, checks magic, version and size, walks
+//!   the section framing and computes the file CRC and each section's CRC;
+//! - pass B (`decode`) decodes the payloads record by record, checking every
+//!   length, count and dimension against the bytes left in its section before
+//!   anything is allocated, and every value (UTF-8, ranges, order, finiteness,
+//!   totals against the header).
+//!
+//! Errors come in the order SPEC 4.2 fixes: bad magic, version, size, file CRC,
+//! footer and framing, section CRCs, flags, then decoding (`Corrupt snapshot:`).
+//! Nothing read from the file reaches `unwrap`, an unchecked index, or an
+//! allocation it sized. Plain std I/O: no actix, no tokio.
+use super::format::{
+    Section, FOOTER_LEN, HEADER_LEN, MAGIC, MAX_SCORE, MIN_CONTEXT_LEN, MIN_EVENT_LEN, MIN_FILE_LEN,
+    MIN_PAIR_LEN, MIN_VECTOR_LEN, SECTION_CRC_LEN, SECTION_OVERHEAD, SECTION_PREFIX_LEN, VERSION,
+};
+use super::{Header, SnapshotError};
+use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedPair, LoadedVector};
+use crc32fast::Hasher;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Buffer between the file and the decoder.
+pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Capacity reserved up front for per-record vectors, whatever a count claims;
+/// vectors grow past it only as records are actually read.
+const MAX_PREALLOC: usize = 1024;
+
+/// Fuzz builds (`--cfg fuzzing`, set by cargo-fuzz) skip the CRC comparisons so
+/// mutated inputs reach the decoder. Never set in a normal build.
+#[allow(unexpected_cfgs)]
+const SKIP_CRC_CHECKS: bool = cfg!(fuzzing);
+
+/// What `verify_file` and `load_file` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The file's header (all checks passed).
+    pub header: Header,
+    /// The file CRC (footer), verified.
+    pub crc: u32,
+}
+
+/// Reader settings taken from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Non-zero: a vector section of another dimension is `Corrupt snapshot`.
+    pub default_dimension: usize,
+    /// Records per `LoadBatch` (0 is taken as 1). A context counts as one record
+    /// plus one per event and is never split, so a context with more events
+    /// than this travels alone in its batch.
+    pub batch_records: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            default_dimension: 0,
+            batch_records: 4096,
+        }
+    }
+}
+
+/// DUMP INFO: reads and checks the header only (magic, version, and a file of
+/// at least the header's length).
+pub fn read_header(file: &mut File, path: &Path) -> Result<Header, SnapshotError> {
+    let io = io_err(path);
+    let actual = file.metadata().map_err(io)?.len();
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let mut buf = [0u8; HEADER_LEN];
+    let got = read_up_to(file, &mut buf).map_err(io_err(path))?;
+    check_header_start(&buf, got, actual)
+}
+
+/// DUMP VERIFY: every check of a load, without building anything.
+pub fn verify_file(file: &mut File, path: &Path, opts: LoadOptions) -> Result<VerifyReport, SnapshotError> {
+    let scan = scan(file, path)?;
+    decode(file, path, &scan, opts, None)?;
+    Ok(VerifyReport {
+        header: scan.header,
+        crc: scan.file_crc,
+    })
+}
+
+/// DUMP LOAD: verifies everything (header, size, file CRC, section CRCs), then
+/// decodes the sections in order, handing `sink` bounded batches. An error from
+/// `sink` stops the load and is returned.
+pub fn load_file(
+    file: &mut File,
+    path: &Path,
+    opts: LoadOptions,
+    mut sink: impl FnMut(LoadBatch) -> Result<(), SnapshotError>,
+) -> Result<VerifyReport, SnapshotError> {
+    let scan = scan(file, path)?;
+    decode(file, path, &scan, opts, Some(&mut sink))?;
+    Ok(VerifyReport {
+        header: scan.header,
+        crc: scan.file_crc,
+    })
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt(msg.into())
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while let Some(rest) = buf.get_mut(got..) {
+        if rest.is_empty() {
+            break;
+        }
+        match r.read(rest) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Magic, version and length checks on the first `got` bytes of a file of
+/// `actual` bytes, in SPEC order.
+fn check_header_start(buf: &[u8; HEADER_LEN], got: usize, actual: u64) -> Result<Header, SnapshotError> {
+    if got < MAGIC.len() || Header::magic_of(buf) != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    if got < MAGIC.len() + 4 {
+        return Err(SnapshotError::Truncated {
+            expected: HEADER_LEN as u64,
+            actual,
+        });
+    }
+    let header = Header::decode(buf);
+    if header.version != VERSION {
+        return Err(SnapshotError::VersionMismatch {
+            found: header.version,
+        });
+    }
+    if got < HEADER_LEN {
+        return Err(SnapshotError::Truncated {
+            expected: HEADER_LEN as u64,
+            actual,
+        });
+    }
+    Ok(header)
+}
+
+/// Where one section's payload lies, and its CRC as computed in pass A.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    section: Section,
+    payload_offset: u64,
+    payload_len: u64,
+    crc: u32,
+}
+
+/// Result of pass A.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    header: Header,
+    file_crc: u32,
+    spans: [Span; 3],
+}
+
+/// Pass A: header, size, framing, file CRC and section CRCs, streaming.
+fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
+    let io = io_err(path);
+    let actual = file.metadata().map_err(&io)?.len();
+    file.seek(SeekFrom::Start(0)).map_err(&io)?;
+    let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, &mut *file);
+    let mut head = [0u8; HEADER_LEN];
+    let got = read_up_to(&mut r, &mut head).map_err(&io)?;
+    let header = check_header_start(&head, got, actual)?;
+    if header.file_size != actual {
+        return Err(SnapshotError::Truncated {
+            expected: header.file_size,
+            actual,
+        });
+    }
+    // Without room for a footer there is no file CRC to check; anything
+    // longer is CRC-checked first and its missing sections reported after.
+    if actual < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(corrupt(format!(
+            "file of {actual} bytes is shorter than the smallest snapshot ({MIN_FILE_LEN} bytes)"
+        )));
+    }
+    let body_end = actual - FOOTER_LEN as u64;
+
+    let mut s = Scanner {
+        r,
+        pos: HEADER_LEN as u64,
+        file_crc: Hasher::new(),
+    };
+    s.file_crc.update(&head);
+
+    // Framing problems are remembered, not returned: the file CRC comes first.
+    let mut framing: Option<String> = None;
+    let mut spans: Vec<(Span, u32)> = Vec::with_capacity(3);
+    for section in Section::ALL {
+        let left = body_end - s.pos;
+        if left < SECTION_OVERHEAD as u64 {
+            framing = Some(format!(
+                "{} section missing: {left} bytes left before the footer",
+                section.name()
+            ));
+            break;
+        }
+        let prefix: [u8; SECTION_PREFIX_LEN] = s.array().map_err(&io)?;
+        let (tag, len) = split_prefix(&prefix);
+        if tag != section.tag() {
+            framing = Some(format!(
+                "expected {} section (tag {}), found tag {tag}",
+                section.name(),
+                section.tag()
+            ));
+            break;
+        }
+        if len > left - SECTION_OVERHEAD as u64 {
+            framing = Some(format!(
+                "{} section: payload length {len} exceeds the file",
+                section.name()
+            ));
+            break;
+        }
+        let mut crc = Hasher::new();
+        crc.update(&prefix);
+        let payload_offset = s.pos;
+        s.skip(len, Some(&mut crc)).map_err(&io)?;
+        let stored: [u8; SECTION_CRC_LEN] = s.array().map_err(&io)?;
+        spans.push((
+            Span {
+                section,
+                payload_offset,
+                payload_len: len,
+                crc: crc.finalize(),
+            },
+            u32::from_le_bytes(stored),
+        ));
+    }
+    if framing.is_none() && s.pos != body_end {
+        framing = Some(format!(
+            "{} unexpected bytes after the vectors section",
+            body_end - s.pos
+        ));
+    }
+    let rest = body_end - s.pos;
+    s.skip(rest, None).map_err(&io)?;
+    let file_crc = s.file_crc.clone().finalize();
+    let mut footer = [0u8; FOOTER_LEN];
+    s.r.read_exact(&mut footer).map_err(&io)?;
+    let (stored_crc, reserved) = split_footer(&footer);
+
+    if !SKIP_CRC_CHECKS && stored_crc != file_crc {
+        return Err(SnapshotError::CrcMismatch {
+            expected: stored_crc,
+            actual: file_crc,
+        });
+    }
+    if reserved != 0 {
+        return Err(corrupt(format!(
+            "footer reserved field is 0x{reserved:08X}, must be 0"
+        )));
+    }
+    if let Some(msg) = framing {
+        return Err(corrupt(msg));
+    }
+    for (span, stored) in &spans {
+        if !SKIP_CRC_CHECKS && span.crc != *stored {
+            return Err(SnapshotError::SectionCrcMismatch {
+                section: span.section.name(),
+            });
+        }
+    }
+    if header.flags != 0 {
+        return Err(corrupt(format!("unknown flags 0x{:08X}", header.flags)));
+    }
+    match spans.as_slice() {
+        [(a, _), (b, _), (c, _)] => Ok(Scan {
+            header,
+            file_crc: stored_crc,
+            spans: [*a, *b, *c],
+        }),
+        _ => Err(corrupt("missing sections")),
+    }
+}
+
+fn split_prefix(p: &[u8; SECTION_PREFIX_LEN]) -> (u32, u64) {
+    let (tag, len) = p.split_at(4);
+    let mut t = [0u8; 4];
+    let mut l = [0u8; 8];
+    t.copy_from_slice(tag);
+    l.copy_from_slice(len);
+    (u32::from_le_bytes(t), u64::from_le_bytes(l))
+}
+
+fn split_footer(f: &[u8; FOOTER_LEN]) -> (u32, u32) {
+    let (c, r) = f.split_at(4);
+    let mut a = [0u8; 4];
+    let mut b = [0u8; 4];
+    a.copy_from_slice(c);
+    b.copy_from_slice(r);
+    (u32::from_le_bytes(a), u32::from_le_bytes(b))
+}
+
+/// Pass A's cursor: every byte it passes goes into the file CRC.
+struct Scanner<'f> {
+    r: BufReader<&'f mut File>,
+    pos: u64,
+    file_crc: Hasher,
+}
+
+impl Scanner<'_> {
+    fn array<const N: usize>(&mut self) -> std::io::Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b)?;
+        self.file_crc.update(&b);
+        self.pos += N as u64;
+        Ok(b)
+    }
+
+    /// Passes `n` bytes through the file CRC and, if given, a section CRC.
+    fn skip(&mut self, mut n: u64, mut section: Option<&mut Hasher>) -> std::io::Result<()> {
+        while n > 0 {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let chunk = buf.get(..take).unwrap_or_default();
+            self.file_crc.update(chunk);
+            if let Some(h) = section.as_deref_mut() {
+                h.update(chunk);
+            }
+            self.r.consume(take);
+            n -= take as u64;
+            self.pos += take as u64;
+        }
+        Ok(())
+    }
+}
+
+type Sink<'s> = Option<&'s mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>>;
+
+/// Pass B: decodes the three payloads in order.
+fn decode(
+    file: &mut File,
+    path: &Path,
+    scan: &Scan,
+    opts: LoadOptions,
+    mut sink: Sink<'_>,
+) -> Result<(), SnapshotError> {
+    let batch = opts.batch_records.max(1);
+    let [ev, co, ve] = scan.spans;
+    file.seek(SeekFrom::Start(ev.payload_offset))
+        .map_err(io_err(path))?;
+    let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, &mut *file);
+    let mut cur = Cursor::new(&mut r, &ev, path);
+    decode_events(&mut cur, &scan.header, batch, &mut sink)?;
+    cur.finish(&ev)?;
+    skip_between(&mut r, path)?;
+    let mut cur = Cursor::new(&mut r, &co, path);
+    decode_pairs(&mut cur, &scan.header, batch, &mut sink)?;
+    cur.finish(&co)?;
+    skip_between(&mut r, path)?;
+    let mut cur = Cursor::new(&mut r, &ve, path);
+    decode_vectors(&mut cur, &scan.header, opts, batch, &mut sink)?;
+    cur.finish(&ve)?;
+    Ok(())
+}
+
+/// Moves over the CRC of one section and the prefix of the next (checked in pass A).
+fn skip_between(r: &mut BufReader<&mut File>, path: &Path) -> Result<(), SnapshotError> {
+    let mut skip = [0u8; SECTION_OVERHEAD];
+    r.read_exact(&mut skip).map_err(io_err(path))
+}
+
+fn emit(sink: &mut Sink<'_>, batch: LoadBatch) -> Result<(), SnapshotError> {
+    match sink {
+        Some(f) => f(batch),
+        None => Ok(()),
+    }
+}
+
+/// A bounded view of one section's payload. Every read is checked against
+/// `remaining` first; every byte read is CRC-ed again, so a file changed
+/// between the two passes is caught.
+struct Cursor<'r, 'f> {
+    r: &'r mut BufReader<&'f mut File>,
+    remaining: u64,
+    section: Section,
+    crc: Hasher,
+    path: &'r Path,
+}
+
+impl<'r, 'f> Cursor<'r, 'f> {
+    fn new(r: &'r mut BufReader<&'f mut File>, span: &Span, path: &'r Path) -> Self {
+        let mut crc = Hasher::new();
+        crc.update(&span.section.tag().to_le_bytes());
+        crc.update(&span.payload_len.to_le_bytes());
+        Cursor {
+            r,
+            remaining: span.payload_len,
+            section: span.section,
+            crc,
+            path,
+        }
+    }
+
+    fn err(&self, msg: impl std::fmt::Display) -> SnapshotError {
+        corrupt(format!("{} section: {msg}", self.section.name()))
+    }
+
+    /// Trailing bytes are an error; the CRC must equal pass A's.
+    fn finish(self, span: &Span) -> Result<(), SnapshotError> {
+        if self.remaining != 0 {
+            return Err(self.err(format_args!("{} trailing bytes", self.remaining)));
+        }
+        if !SKIP_CRC_CHECKS && self.crc.clone().finalize() != span.crc {
+            // The file changed between pass A and pass B.
+            return Err(SnapshotError::SectionCrcMismatch {
+                section: self.section.name(),
+            });
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), SnapshotError> {
+        if (buf.len() as u64) > self.remaining {
+            return Err(self.err(format_args!("{what} runs past the end of the section")));
+        }
+        self.r.read_exact(buf).map_err(io_err(self.path))?;
+        self.crc.update(buf);
+        self.remaining -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], SnapshotError> {
+        let mut b = [0u8; N];
+        self.fill(&mut b, what)?;
+        Ok(b)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, SnapshotError> {
+        let [b] = self.array::<1>(what)?;
+        Ok(b)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn i32(&mut self, what: &str) -> Result<i32, SnapshotError> {
+        Ok(i32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn f32(&mut self, what: &str) -> Result<f32, SnapshotError> {
+        Ok(f32::from_le_bytes(self.array(what)?))
+    }
+
+    /// A non-empty UTF-8 string; its length is checked before allocating.
+    fn string(&mut self, what: &str) -> Result<String, SnapshotError> {
+        let len = self.u64(what)?;
+        if len == 0 {
+            return Err(self.err(format_args!("empty {what}")));
+        }
+        if len > self.remaining {
+            return Err(self.err(format_args!("{what} length {len} exceeds remaining bytes")));
+        }
+        let len =
+            usize::try_from(len).map_err(|_| self.err(format_args!("{what} length {len} exceeds memory")))?;
+        let mut buf = vec![0u8; len];
+        self.fill(&mut buf, what)?;
+        String::from_utf8(buf).map_err(|_| self.err(format_args!("invalid UTF-8 in {what}")))
+    }
+
+    /// A count of records of at least `min_len` bytes each, checked to fit.
+    fn count(&mut self, what: &str, min_len: usize) -> Result<u64, SnapshotError> {
+        let n = self.u64(what)?;
+        if u128::from(n) * (min_len as u128) > u128::from(self.remaining) {
+            return Err(self.err(format_args!("{what} {n} exceeds remaining bytes")));
+        }
+        Ok(n)
+    }
+}
+
+/// Quoted, escaped and shortened for an error line: file bytes never reach a
+/// response unescaped (a newline there would forge a protocol line).
+fn show(s: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let mut out: String = s.chars().take(MAX_CHARS).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+fn decode_events(
+    cur: &mut Cursor<'_, '_>,
+    header: &Header,
+    batch: usize,
+    sink: &mut Sink<'_>,
+) -> Result<(), SnapshotError> {
+    let building = sink.is_some();
+    let n_contexts = cur.count("context count", MIN_CONTEXT_LEN)?;
+    let mut prev = String::new();
+    let mut total: u64 = 0;
+    let mut out: Vec<LoadedContext> = Vec::new();
+    let mut out_records = 0usize;
+    for i in 0..n_contexts {
+        let name = cur.string("context name")?;
+        if i > 0 && name.as_bytes() <= prev.as_bytes() {
+            return Err(if name == prev {
+                cur.err(format_args!("duplicate context {}", show(&name)))
+            } else {
+                cur.err(format_args!(
+                    "contexts not sorted: {} after {}",
+                    show(&name),
+                    show(&prev)
+                ))
+            });
+        }
+        let n = cur.count("event count", MIN_EVENT_LEN)?;
+        if n == 0 {
+            return Err(cur.err(format_args!("context {} has no events", show(&name))));
+        }
+        total += n;
+        if total > u64::from(header.event_count) {
+            return Err(cur.err(format_args!(
+                "more events than the header's event_store_count {}",
+                header.event_count
+            )));
+        }
+        let mut events = Vec::with_capacity(if building {
+            usize::try_from(n).unwrap_or(MAX_PREALLOC).min(MAX_PREALLOC)
+        } else {
+            0
+        });
+        for _ in 0..n {
+            let id = cur.string("event id")?;
+            let score = cur.i32("event score")?;
+            let timestamp_ms = cur.u64("event timestamp")?;
+            let kind = cur.u8("event kind")?;
+            let Some(kind) = EventKind::from_u8(kind) else {
+                return Err(cur.err(format_args!(
+                    "context {}: event kind {kind} is not 0, 1 or 2",
+                    show(&name)
+                )));
+            };
+            if !(0..=MAX_SCORE).contains(&score) {
+                return Err(cur.err(format_args!(
+                    "context {}: event score {score} out of range 0..={MAX_SCORE}",
+                    show(&name)
+                )));
+            }
+            if kind == EventKind::Del && score != 0 {
+                return Err(cur.err(format_args!(
+                    "context {}: DEL event with score {score}",
+                    show(&name)
+                )));
+            }
+            if building {
+                events.push(LoadedEvent {
+                    id,
+                    score,
+                    timestamp_ms,
+                    kind,
+                });
+            }
+        }
+        prev.clear();
+        prev.push_str(&name);
+        if building {
+            let records = events.len().saturating_add(1);
+            if !out.is_empty() && out_records.saturating_add(records) > batch {
+                emit(sink, LoadBatch::Contexts(std::mem::take(&mut out)))?;
+                out_records = 0;
+            }
+            out.push(LoadedContext { name, events });
+            out_records = out_records.saturating_add(records);
+        }
+    }
+    if !out.is_empty() {
+        emit(sink, LoadBatch::Contexts(out))?;
+    }
+    if cur.remaining != 0 {
+        return Err(cur.err(format_args!("{} trailing bytes", cur.remaining)));
+    }
+    if total != u64::from(header.event_count) {
+        return Err(cur.err(format_args!("{total} events, header says {}", header.event_count)));
+    }
+    Ok(())
+}
+
+fn decode_pairs(
+    cur: &mut Cursor<'_, '_>,
+    header: &Header,
+    batch: usize,
+    sink: &mut Sink<'_>,
+) -> Result<(), SnapshotError> {
+    let building = sink.is_some();
+    let n = cur.count("pair count", MIN_PAIR_LEN)?;
+    if n != u64::from(header.pair_count) {
+        return Err(cur.err(format_args!("{n} pairs, header says {}", header.pair_count)));
+    }
+    let mut prev_a = String::new();
+    let mut prev_b = String::new();
+    let mut out: Vec<LoadedPair> = Vec::new();
+    for i in 0..n {
+        let a = cur.string("pair item")?;
+        let b = cur.string("pair item")?;
+        let score = cur.f32("pair score")?;
+        if a.as_bytes() >= b.as_bytes() {
+            return Err(cur.err(format_args!(
+                "pair ({}, {}) is not ordered a < b",
+                show(&a),
+                show(&b)
+            )));
+        }
+        if i > 0 && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes()) {
+            let what = if a == prev_a && b == prev_b {
+                "duplicate pair"
+            } else {
+                "pairs not sorted at"
+            };
+            return Err(cur.err(format_args!("{what} ({}, {})", show(&a), show(&b))));
+        }
+        if !(score.is_finite() && score > 0.0) {
+            return Err(cur.err(format_args!(
+                "pair ({}, {}): score {score} is not finite and > 0",
+                show(&a),
+                show(&b)
+            )));
+        }
+        prev_a.clear();
+        prev_a.push_str(&a);
+        prev_b.clear();
+        prev_b.push_str(&b);
+        if building {
+            if out.len() >= batch {
+                emit(sink, LoadBatch::Pairs(std::mem::take(&mut out)))?;
+            }
+            out.push(LoadedPair { a, b, score });
+        }
+    }
+    if !out.is_empty() {
+        emit(sink, LoadBatch::Pairs(out))?;
+    }
+    Ok(())
+}
+
+fn decode_vectors(
+    cur: &mut Cursor<'_, '_>,
+    header: &Header,
+    opts: LoadOptions,
+    batch: usize,
+    sink: &mut Sink<'_>,
+) -> Result<(), SnapshotError> {
+    let building = sink.is_some();
+    let d = cur.u32("dimension")?;
+    let n = cur.u64("vector count")?;
+    if n != u64::from(header.vector_count) {
+        return Err(cur.err(format_args!("{n} vectors, header says {}", header.vector_count)));
+    }
+    if n == 0 && d != 0 {
+        return Err(cur.err(format_args!("dimension {d} with no vectors")));
+    }
+    if n > 0 && d == 0 {
+        return Err(cur.err(format_args!("dimension 0 with {n} vectors")));
+    }
+    let record_len = MIN_VECTOR_LEN as u128 + 4 * u128::from(d);
+    if u128::from(n) * record_len > u128::from(cur.remaining) {
+        return Err(cur.err(format_args!(
+            "vector count {n} with dimension {d} exceeds remaining bytes"
+        )));
+    }
+    let expected = opts.default_dimension as u64;
+    if n > 0 && expected != 0 && u64::from(d) != expected {
+        return Err(corrupt(format!(
+            "vector dimension {d} differs from vectors.default_dimension {expected}"
+        )));
+    }
+    // `d` now fits in the section, hence in memory.
+    let dim = usize::try_from(d).map_err(|_| cur.err("dimension exceeds memory"))?;
+    emit(sink, LoadBatch::Dimension(dim))?;
+    let mut raw = vec![0u8; dim.saturating_mul(4)];
+    let mut prev = String::new();
+    let mut out: Vec<LoadedVector> = Vec::new();
+    for i in 0..n {
+        let id = cur.string("vector id")?;
+        if i > 0 && id.as_bytes() <= prev.as_bytes() {
+            return Err(if id == prev {
+                cur.err(format_args!("duplicate vector {}", show(&id)))
+            } else {
+                cur.err(format_args!(
+                    "vectors not sorted: {} after {}",
+                    show(&id),
+                    show(&prev)
+                ))
+            });
+        }
+        let len = cur.u64("vector length")?;
+        if len != u64::from(d) {
+            return Err(cur.err(format_args!(
+                "vector {}: length {len} differs from dimension {d}",
+                show(&id)
+            )));
+        }
+        cur.fill(&mut raw, "vector values")?;
+        let mut values = Vec::with_capacity(if building { dim } else { 0 });
+        for (j, c) in raw.chunks_exact(4).enumerate() {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(c);
+            let v = f32::from_le_bytes(b);
+            if !v.is_finite() {
+                return Err(cur.err(format_args!("vector {}: value {j} is not finite", show(&id))));
+            }
+            if building {
+                values.push(v);
+            }
+        }
+        prev.clear();
+        prev.push_str(&id);
+        if building {
+            if out.len() >= batch {
+                emit(sink, LoadBatch::Vectors(std::mem::take(&mut out)))?;
+            }
+            out.push(LoadedVector { id, values });
+        }
+    }
+    if !out.is_empty() {
+        emit(sink, LoadBatch::Vectors(out))?;
+    }
+    Ok(())
+}

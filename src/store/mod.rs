@@ -1,0 +1,692 @@
+//! The three in-memory stores (events, co-occurrence, vectors) behind one `Store`.
+//!
+//! Plain Rust: no actix here. The `StoreActor` owns one `Store` and turns messages
+//! into calls on it; the snapshot writer reads a `StoreImage` (see `freeze`), the
+//! snapshot reader fills a `StoreBuilder`.
+//!
+//! Layout: every large collection is a `CowVec` (fixed-size chunks behind `Arc`),
+//! so `freeze()` clones a few hundred `Arc`s and later writes copy only the chunk
+//! they touch (copy-on-write). Item ids and context names are interned to dense
+//! `u32`s, which keeps events 16 bytes and makes co-occurrence rows indexable.
+//!
+//! Files: `cowvec.rs` (the chunked copy-on-write vector), `intern.rs` (names to
+//! numbers), `events.rs` (rings, SET/DEL state, ADD dedup), `cooccurrence.rs`
+//! (the pair index), `vectors.rs` (vector storage), `similarity.rs` (scoring).
+//! See `events.rs` for the exact duplicate rules.
+
+// PUBLIC API CONTRACT — other modules (actors, snapshot) depend on exactly these
+// signatures. Private helpers and extra modules may be added freely.
+
+mod cooccurrence;
+mod cowvec;
+mod events;
+mod intern;
+mod similarity;
+mod vectors;
+
+use std::fmt;
+use std::sync::Arc;
+
+use cooccurrence::{CoIndex, Row};
+use cowvec::CowVec;
+use events::{DedupKey, DedupLru, Event, EventStore, Ring};
+use intern::{name_of, Interner};
+use similarity::{events_top_k, finish, fuse, vector_top_k, Cand};
+use vectors::{VectorChunks, VectorStore};
+
+/// Store-level errors; `Display` is exactly the text after `(error) `.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// A vector's length differs from the fixed dimension.
+    #[error("Dimension mismatch: expected {expected}, got {got}")]
+    DimensionMismatch { expected: usize, got: usize },
+    /// The id has no vector (VECDEL, SIM vectors) or no data at all (SIM).
+    #[error("Item not found: {0}")]
+    ItemNotFound(String),
+    /// `top_k` is 0 or above `max_top_k`.
+    #[error("Invalid top_k: must be > 0 and <= {max}")]
+    InvalidTopK { max: usize },
+    /// An empty vector.
+    #[error("Invalid vector format")]
+    InvalidVector,
+    /// Only from `StoreBuilder` (snapshot load): the text follows `Corrupt snapshot: `.
+    #[error("{0}")]
+    InvalidData(String),
+}
+
+/// Distance used by vector similarity (`vectors.distance_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Cosine similarity; a zero-norm vector scores 0.
+    Cosine,
+    /// Dot product.
+    Dot,
+    /// `1 / (1 + euclidean distance)`.
+    L2,
+}
+
+/// Kind of a stored event; the discriminant is the snapshot's `kind` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventKind {
+    Add = 0,
+    Set = 1,
+    Del = 2,
+}
+
+impl EventKind {
+    /// The kind for a snapshot `kind` byte, `None` if unknown.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Add),
+            1 => Some(Self::Set),
+            2 => Some(Self::Del),
+            _ => None,
+        }
+    }
+}
+
+/// Which source `SIM` scores with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimMode {
+    Events,
+    Vectors,
+    Fusion,
+}
+
+/// Settings the stores need, taken from the `events`, `vectors` and `similarity`
+/// config sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    pub ctx_buffer_size: usize,
+    pub dedup_window_sec: u64,
+    pub dedup_cache_size: usize,
+    /// 0: the first stored vector fixes the dimension.
+    pub default_dimension: usize,
+    pub distance_metric: Metric,
+    pub max_top_k: usize,
+    pub fusion_alpha: f32,
+    pub fusion_beta: f32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            ctx_buffer_size: 50,
+            dedup_window_sec: 60,
+            dedup_cache_size: 10_000,
+            default_dimension: 0,
+            distance_metric: Metric::Cosine,
+            max_top_k: 1000,
+            fusion_alpha: 0.6,
+            fusion_beta: 0.4,
+        }
+    }
+}
+
+/// One result line of SIM / SIMV.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub id: Arc<str>,
+    pub score: f32,
+}
+
+/// Figures for INFO and the DUMP replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub contexts: u64,
+    pub events: u64,
+    pub vectors: u64,
+    /// 0 while no dimension is fixed.
+    pub dimension: u64,
+    /// Unordered pairs.
+    pub co_occurrence_pairs: u64,
+    pub used_memory_bytes: u64,
+}
+
+/// What a decay pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecayReport {
+    pub pairs_before: u64,
+    pub pairs_after: u64,
+}
+
+/// An event as the snapshot writer sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventView<'a> {
+    pub id: &'a str,
+    pub score: i32,
+    pub timestamp_ms: u64,
+    pub kind: EventKind,
+}
+
+/// Owned records decoded from a snapshot, handed to `StoreBuilder::apply` in batches.
+/// One event of a context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedEvent {
+    pub id: String,
+    pub score: i32,
+    pub timestamp_ms: u64,
+    pub kind: EventKind,
+}
+
+/// One context with its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedContext {
+    pub name: String,
+    /// Oldest first.
+    pub events: Vec<LoadedEvent>,
+}
+
+/// One unordered pair, `a < b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedPair {
+    pub a: String,
+    pub b: String,
+    pub score: f32,
+}
+
+/// One item's vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedVector {
+    pub id: String,
+    pub values: Vec<f32>,
+}
+
+/// A batch of decoded snapshot records. The reader sends all `Contexts` batches,
+/// then all `Pairs`, then one `Dimension`, then all `Vectors`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadBatch {
+    Contexts(Vec<LoadedContext>),
+    Pairs(Vec<LoadedPair>),
+    Dimension(usize),
+    Vectors(Vec<LoadedVector>),
+}
+
+/// The live stores. Owned by one actor; `Send`, not shared.
+pub struct Store {
+    cfg: StoreConfig,
+    /// Item ids of events, pairs and vectors share one number space.
+    items: Interner,
+    events: EventStore,
+    dedup: DedupLru,
+    co: CoIndex,
+    vectors: VectorStore,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(cfg: StoreConfig) -> Self {
+        Self {
+            items: Interner::new(),
+            events: EventStore::new(cfg.ctx_buffer_size),
+            dedup: DedupLru::new(cfg.dedup_cache_size, cfg.dedup_window_sec),
+            co: CoIndex::new(),
+            vectors: VectorStore::new(cfg.default_dimension),
+            cfg,
+        }
+    }
+    /// The settings this store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+    /// EVENT. `score` is already checked to be 0..=100 (DEL passes 0).
+    /// Returns true when the event was stored, false for a duplicate.
+    pub fn add_event(&mut self, ctx: &str, kind: EventKind, id: &str, score: u8, now_ms: u64) -> bool {
+        // DEL is stored with score 0; clamp so a snapshot always holds 0..=100.
+        let score = if kind == EventKind::Del { 0 } else { score.min(100) };
+        if let (Some(c), Some(i)) = (self.events.context(ctx), self.items.get(id)) {
+            let duplicate = match kind {
+                EventKind::Add => self.dedup.is_duplicate(
+                    &DedupKey {
+                        ctx: c,
+                        item: i,
+                        score,
+                    },
+                    now_ms,
+                ),
+                EventKind::Set | EventKind::Del => self.events.is_state_duplicate(c, i, kind, score),
+            };
+            if duplicate {
+                return false;
+            }
+        }
+        let c = self.events.context_or_create(ctx);
+        let item = self.items.intern(id);
+        let co = &mut self.co;
+        let ev = Event {
+            timestamp_ms: now_ms,
+            item,
+            score,
+            kind,
+        };
+        self.events.append(c, ev, |old| {
+            if old.item != item {
+                co.add(item, old.item, f32::from(score) * f32::from(old.score));
+            }
+        });
+        if kind == EventKind::Add {
+            self.dedup.record(DedupKey { ctx: c, item, score }, now_ms);
+        }
+        true
+    }
+    /// VECSET: values are finite (checked by the parser).
+    pub fn set_vector(&mut self, id: &str, values: &[f32]) -> Result<(), StoreError> {
+        self.vectors.check(values)?;
+        let item = self.items.intern(id);
+        self.vectors.insert(item, values)
+    }
+    /// VECDEL.
+    pub fn delete_vector(&mut self, id: &str) -> Result<(), StoreError> {
+        match self.items.get(id) {
+            Some(item) if self.vectors.remove(item) => Ok(()),
+            _ => Err(StoreError::ItemNotFound(id.to_string())),
+        }
+    }
+    /// SIM. Validates top_k against `max_top_k`.
+    pub fn similar(
+        &self,
+        id: &str,
+        top_k: usize,
+        mode: SimMode,
+        min_score: Option<f32>,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.check_top_k(top_k)?;
+        let not_found = || StoreError::ItemNotFound(id.to_string());
+        let item = self.items.get(id).ok_or_else(not_found)?;
+        let names = self.items.names();
+        let name = |n| name_of(names, n);
+        let vector = self.vectors.get(item).map(|(v, _)| v);
+        let row = self.co.row(item);
+        let by_vector = |k| {
+            vector.map_or_else(Vec::new, |q| {
+                vector_top_k(
+                    self.vectors.chunks(),
+                    self.cfg.distance_metric,
+                    q,
+                    k,
+                    Some(item),
+                    name,
+                )
+            })
+        };
+        let by_events = |k| {
+            row.map_or_else(Vec::new, |r| {
+                events_top_k(r.iter().map(|(&b, &s)| (b, s)), k, name)
+            })
+        };
+        let cands: Vec<Cand<'_>> = match mode {
+            SimMode::Vectors => {
+                if vector.is_none() {
+                    return Err(not_found());
+                }
+                by_vector(top_k)
+            }
+            SimMode::Events => {
+                if row.is_none() && vector.is_none() {
+                    return Err(not_found());
+                }
+                by_events(top_k)
+            }
+            SimMode::Fusion => {
+                if row.is_none() && vector.is_none() {
+                    return Err(not_found());
+                }
+                let k = top_k.saturating_mul(3);
+                fuse(
+                    by_vector(k),
+                    by_events(k),
+                    self.cfg.fusion_alpha,
+                    self.cfg.fusion_beta,
+                )
+            }
+        };
+        Ok(finish(cands, top_k, min_score))
+    }
+    /// SIMV. Validates top_k and the dimension.
+    pub fn similar_to_vector(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        min_score: Option<f32>,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.check_top_k(top_k)?;
+        let dim = self.vectors.dim();
+        if dim != 0 && query.len() != dim {
+            return Err(StoreError::DimensionMismatch {
+                expected: dim,
+                got: query.len(),
+            });
+        }
+        if self.vectors.len() == 0 {
+            return Ok(Vec::new());
+        }
+        let names = self.items.names();
+        let cands = vector_top_k(
+            self.vectors.chunks(),
+            self.cfg.distance_metric,
+            query,
+            top_k,
+            None,
+            |n| name_of(names, n),
+        );
+        Ok(finish(cands, top_k, min_score))
+    }
+    /// Counts and an estimate of the heap bytes held; O(1).
+    pub fn stats(&self) -> StoreStats {
+        let used = self.items.heap_bytes()
+            + self.events.heap_bytes()
+            + self.dedup.heap_bytes()
+            + self.co.heap_bytes()
+            + self.vectors.heap_bytes()
+            + std::mem::size_of::<Self>();
+        StoreStats {
+            contexts: self.events.contexts(),
+            events: self.events.events(),
+            vectors: self.vectors.len() as u64,
+            dimension: self.vectors.dim() as u64,
+            co_occurrence_pairs: self.co.pairs(),
+            used_memory_bytes: used as u64,
+        }
+    }
+    /// Multiply every co-occurrence score by `alpha`, drop pairs below 1e-6.
+    pub fn decay(&mut self, alpha: f32) -> DecayReport {
+        self.co.decay(alpha)
+    }
+    /// A point-in-time image, O(number of chunks); later writes copy on write.
+    pub fn freeze(&self) -> StoreImage {
+        StoreImage {
+            inner: Arc::new(ImageData {
+                items: self.items.names().clone(),
+                contexts: self.events.context_names().names().clone(),
+                rings: self.events.rings().clone(),
+                rows: self.co.rows().clone(),
+                vectors: self.vectors.chunks().clone(),
+                stats: self.stats(),
+            }),
+        }
+    }
+
+    fn check_top_k(&self, top_k: usize) -> Result<(), StoreError> {
+        if top_k == 0 || top_k > self.cfg.max_top_k {
+            return Err(StoreError::InvalidTopK {
+                max: self.cfg.max_top_k,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What an image holds: chunk lists shared with the store at freeze time.
+struct ImageData {
+    items: CowVec<Arc<str>>,
+    contexts: CowVec<Arc<str>>,
+    rings: CowVec<Arc<Ring>>,
+    rows: CowVec<Option<Arc<Row>>>,
+    vectors: VectorChunks,
+    stats: StoreStats,
+}
+
+/// A frozen, immutable, `Send + Sync` view of a `Store` at one instant.
+#[derive(Clone)]
+pub struct StoreImage {
+    inner: Arc<ImageData>,
+}
+
+impl fmt::Debug for StoreImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreImage")
+            .field("stats", &self.inner.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreImage {
+    /// The store's figures at freeze time.
+    pub fn stats(&self) -> StoreStats {
+        self.inner.stats
+    }
+    /// Every context in byte order of its name, with its events oldest first.
+    pub fn for_each_context_sorted<E>(
+        &self,
+        mut f: impl FnMut(&str, &[EventView<'_>]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let d = &*self.inner;
+        let mut order: Vec<u32> = (0..d.contexts.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| name_of(&d.contexts, a).cmp(name_of(&d.contexts, b)));
+        let mut buf: Vec<EventView<'_>> = Vec::new();
+        for c in order {
+            buf.clear();
+            if let Some(ring) = d.rings.get(c as usize) {
+                buf.extend(ring.iter().map(|e| EventView {
+                    id: name_of(&d.items, e.item),
+                    score: i32::from(e.score),
+                    timestamp_ms: e.timestamp_ms,
+                    kind: e.kind,
+                }));
+            }
+            f(name_of(&d.contexts, c), &buf)?;
+        }
+        Ok(())
+    }
+    /// Every unordered pair once, as `(a, b, score)` with `a < b` (byte order),
+    /// sorted by `(a, b)`. Memory: O(items + largest row), never O(pairs).
+    pub fn for_each_pair_sorted<E>(
+        &self,
+        mut f: impl FnMut(&str, &str, f32) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let d = &*self.inner;
+        let name = |n: u32| &**name_of(&d.items, n);
+        let mut order: Vec<u32> = d
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| !r.is_empty()))
+            .map(|(i, _)| i as u32)
+            .collect();
+        order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+        let mut buf: Vec<(&str, f32)> = Vec::new();
+        for a in order {
+            let an = name(a);
+            let Some(row) = d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
+                continue;
+            };
+            buf.clear();
+            buf.extend(row.iter().filter_map(|(&b, &s)| {
+                let bn = name(b);
+                (bn > an).then_some((bn, s))
+            }));
+            buf.sort_unstable_by(|x, y| x.0.cmp(y.0));
+            for &(bn, s) in &buf {
+                f(an, bn, s)?;
+            }
+        }
+        Ok(())
+    }
+    /// Every vector sorted by id (byte order).
+    pub fn for_each_vector_sorted<E>(
+        &self,
+        mut f: impl FnMut(&str, &[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let d = &*self.inner;
+        let v = &d.vectors;
+        let mut order: Vec<(&str, usize)> = (0..v.len)
+            .filter_map(|slot| v.slot(slot).map(|(id, _)| (&**name_of(&d.items, id), slot)))
+            .collect();
+        order.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        for (name, slot) in order {
+            if let Some((_, values)) = v.slot(slot) {
+                f(name, values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a fresh `Store` from snapshot records (DUMP LOAD, restore on start).
+/// The snapshot reader has already checked order, ranges and finiteness.
+///
+/// Contexts are rebuilt without pairing (pairs come from `Pairs` batches); a
+/// context with more events than `ctx_buffer_size` keeps its newest ones; a
+/// context without events is skipped.
+pub struct StoreBuilder {
+    store: Store,
+}
+
+impl fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl StoreBuilder {
+    /// A builder for an empty store with `cfg`.
+    pub fn new(cfg: StoreConfig) -> Self {
+        Self {
+            store: Store::new(cfg),
+        }
+    }
+    /// Adds one batch; `InvalidData` for records that cannot form a valid store.
+    pub fn apply(&mut self, batch: LoadBatch) -> Result<(), StoreError> {
+        let s = &mut self.store;
+        match batch {
+            LoadBatch::Contexts(list) => {
+                for c in list {
+                    s.load_context(c)?;
+                }
+            }
+            LoadBatch::Pairs(list) => {
+                for p in list {
+                    if p.a == p.b {
+                        return Err(StoreError::InvalidData(format!(
+                            "pair of item {} with itself",
+                            p.a
+                        )));
+                    }
+                    if !(p.score.is_finite() && p.score > 0.0) {
+                        return Err(StoreError::InvalidData(format!(
+                            "pair {} {} has score {}, must be positive",
+                            p.a, p.b, p.score
+                        )));
+                    }
+                    let a = s.items.intern(&p.a);
+                    let b = s.items.intern(&p.b);
+                    s.co.set(a, b, p.score);
+                }
+            }
+            LoadBatch::Dimension(d) => {
+                let default = s.cfg.default_dimension;
+                if default != 0 && d != 0 && d != default {
+                    return Err(StoreError::InvalidData(format!(
+                        "vector dimension {d} differs from vectors.default_dimension {default}"
+                    )));
+                }
+                if s.vectors.len() != 0 {
+                    return Err(StoreError::InvalidData("vector dimension after vectors".into()));
+                }
+                s.vectors.fix_dim(if d != 0 { d } else { default });
+            }
+            LoadBatch::Vectors(list) => {
+                for v in list {
+                    let dim = s.vectors.dim();
+                    if dim == 0 {
+                        return Err(StoreError::InvalidData(format!(
+                            "vector {} present but the vector dimension is 0",
+                            v.id
+                        )));
+                    }
+                    if v.values.len() != dim {
+                        return Err(StoreError::InvalidData(format!(
+                            "vector {} has {} values, expected {dim}",
+                            v.id,
+                            v.values.len()
+                        )));
+                    }
+                    let item = s.items.intern(&v.id);
+                    if s.vectors.get(item).is_some() {
+                        return Err(StoreError::InvalidData(format!("duplicate vector {}", v.id)));
+                    }
+                    s.vectors
+                        .insert(item, &v.values)
+                        .map_err(|e| StoreError::InvalidData(format!("vector {}: {e}", v.id)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+    /// Rebuilds the dedup and SET/DEL caches from the stored events.
+    ///
+    /// The SET/DEL state is read from the rings, so only the ADD dedup LRU is
+    /// rebuilt: every stored ADD, oldest timestamp first.
+    pub fn finish(self) -> Store {
+        let mut store = self.store;
+        let mut adds: Vec<(u64, DedupKey)> = Vec::new();
+        for c in 0..store.events.contexts() as u32 {
+            if let Some(ring) = store.events.ring(c) {
+                adds.extend(ring.iter().filter(|e| e.kind == EventKind::Add).map(|e| {
+                    (
+                        e.timestamp_ms,
+                        DedupKey {
+                            ctx: c,
+                            item: e.item,
+                            score: e.score,
+                        },
+                    )
+                }));
+            }
+        }
+        adds.sort_by_key(|&(ts, _)| ts);
+        for (ts, key) in adds {
+            store.dedup.record(key, ts);
+        }
+        store
+    }
+}
+
+impl Store {
+    /// Builder step: one context's events, oldest first, without pairing.
+    fn load_context(&mut self, c: LoadedContext) -> Result<(), StoreError> {
+        if c.events.is_empty() {
+            return Ok(());
+        }
+        if self.events.context(&c.name).is_some() {
+            return Err(StoreError::InvalidData(format!("duplicate context {}", c.name)));
+        }
+        let n = self.events.context_or_create(&c.name);
+        let skip = c.events.len().saturating_sub(self.events.capacity());
+        for e in c.events.into_iter().skip(skip) {
+            let score = match u8::try_from(e.score) {
+                Ok(s) if s <= 100 && (e.kind != EventKind::Del || s == 0) => s,
+                _ => {
+                    return Err(StoreError::InvalidData(format!(
+                        "event {} in context {} has score {} ({:?})",
+                        e.id, c.name, e.score, e.kind
+                    )))
+                }
+            };
+            let item = self.items.intern(&e.id);
+            let ev = Event {
+                timestamp_ms: e.timestamp_ms,
+                item,
+                score,
+                kind: e.kind,
+            };
+            self.events.append(n, ev, |_| {});
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Scoring for SIM / SIMV: vector kernels, a bounded top-k heap, min-max
+//! normalisation and fusion. Pure functions over the stores' data.
+//!
+//! Result order everywhere: score descending (`f32::total_cmp`), ties by id
+//! ascending in byte order. NaN scores (only possible when sums overflow to
+//! infinity) are never results.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::vectors::VectorChunks;
+use super::{Metric, Scored};
+
+/// Lanes of the unrolled kernels: 8 independent accumulators let the compiler
+/// use SIMD registers without reassociating floats itself.
+const LANES: usize = 8;
+
+/// A `chunks_exact(LANES)` item as a fixed-size array, so the loop body has no
+/// bounds checks and the SLP vectoriser can pack the lanes.
+#[inline(always)]
+fn lanes(s: &[f32]) -> &[f32; LANES] {
+    s.try_into().expect("chunks_exact yields LANES elements")
+}
+
+/// Dot product of two equal-length slices.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        let (x, y) = (lanes(x), lanes(y));
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Squared euclidean distance of two equal-length slices.
+#[inline]
+pub(crate) fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        let (x, y) = (lanes(x), lanes(y));
+        for i in 0..LANES {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Euclidean norm.
+#[inline]
+pub(crate) fn norm(v: &[f32]) -> f32 {
+    dot(v, v).sqrt()
+}
+
+/// Similarity of a query (with its norm) and a stored vector (with its norm).
+/// Cosine of a zero-norm vector is 0.
+#[inline]
+pub(crate) fn vector_score(metric: Metric, q: &[f32], qn: f32, v: &[f32], vn: f32) -> f32 {
+    match metric {
+        Metric::Cosine => {
+            let d = qn * vn;
+            if d == 0.0 {
+                0.0
+            } else {
+                dot(q, v) / d
+            }
+        }
+        Metric::Dot => dot(q, v),
+        Metric::L2 => 1.0 / (1.0 + l2_squared(q, v).sqrt()),
+    }
+}
+
+/// A candidate result borrowing its name from the store or image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cand<'a> {
+    pub(crate) score: f32,
+    pub(crate) item: u32,
+    pub(crate) name: &'a Arc<str>,
+}
+
+/// `Less` when `a` ranks before `b` (higher score, then smaller name).
+#[inline]
+pub(crate) fn rank(a_score: f32, a_name: &str, b_score: f32, b_name: &str) -> Ordering {
+    match b_score.total_cmp(&a_score) {
+        Ordering::Equal => a_name.cmp(b_name),
+        o => o,
+    }
+}
+
+/// Heap entry ordered so the *worst* candidate is the maximum (the heap top).
+struct Worst<'a>(Cand<'a>);
+
+impl PartialEq for Worst<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Worst<'_> {}
+impl PartialOrd for Worst<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Worst<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank(self.0.score, &self.0.name[..], other.0.score, &other.0.name[..])
+    }
+}
+
+/// Keeps the best `k` candidates seen; O(k) memory.
+pub(crate) struct TopK<'a> {
+    k: usize,
+    heap: BinaryHeap<Worst<'a>>,
+}
+
+impl<'a> TopK<'a> {
+    /// Keeps at most `k` candidates.
+    pub(crate) fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    /// Offers a candidate; `name` is only resolved when the score can enter.
+    #[inline]
+    pub(crate) fn offer(&mut self, score: f32, item: u32, name: impl FnOnce() -> &'a Arc<str>) {
+        if self.k == 0 || score.is_nan() {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(Worst(Cand {
+                score,
+                item,
+                name: name(),
+            }));
+            return;
+        }
+        let worst = self.heap.peek().expect("heap is full, so not empty").0;
+        match score.total_cmp(&worst.score) {
+            Ordering::Less => {}
+            Ordering::Greater => self.replace_top(score, item, name()),
+            Ordering::Equal => {
+                let name = name();
+                if name[..] < worst.name[..] {
+                    self.replace_top(score, item, name);
+                }
+            }
+        }
+    }
+
+    fn replace_top(&mut self, score: f32, item: u32, name: &'a Arc<str>) {
+        if let Some(mut top) = self.heap.peek_mut() {
+            *top = Worst(Cand { score, item, name });
+        }
+    }
+
+    /// The kept candidates, best first.
+    pub(crate) fn into_sorted(self) -> Vec<Cand<'a>> {
+        self.heap.into_sorted_vec().into_iter().map(|w| w.0).collect()
+    }
+}
+
+/// The best `k` stored vectors for `q`, excluding item `exclude`.
+pub(crate) fn vector_top_k<'a>(
+    chunks: &VectorChunks,
+    metric: Metric,
+    q: &[f32],
+    k: usize,
+    exclude: Option<u32>,
+    name: impl Fn(u32) -> &'a Arc<str>,
+) -> Vec<Cand<'a>> {
+    let qn = norm(q);
+    let mut top = TopK::new(k);
+    chunks.scan(|item, v, vn| {
+        if Some(item) != exclude {
+            top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+        }
+    });
+    top.into_sorted()
+}
+
+/// The best `k` neighbours in a co-occurrence row, scored `co / max co`.
+pub(crate) fn events_top_k<'a>(
+    row: impl Iterator<Item = (u32, f32)> + Clone,
+    k: usize,
+    name: impl Fn(u32) -> &'a Arc<str>,
+) -> Vec<Cand<'a>> {
+    let max = row.clone().map(|(_, s)| s).fold(f32::NEG_INFINITY, f32::max);
+    let mut top = TopK::new(k);
+    if max > 0.0 {
+        for (item, s) in row {
+            top.offer(s / max, item, || name(item));
+        }
+    }
+    top.into_sorted()
+}
+
+/// Min-max normalises scores to [0, 1]; an all-equal list is clamped instead.
+pub(crate) fn normalise(cands: &mut [Cand<'_>]) {
+    let (min, max) = cands
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), c| {
+            (lo.min(c.score), hi.max(c.score))
+        });
+    let span = max - min;
+    for c in cands {
+        c.score = if span > 0.0 && span.is_finite() {
+            (c.score - min) / span
+        } else {
+            c.score.clamp(0.0, 1.0)
+        };
+    }
+}
+
+/// Fusion of the two candidate lists (each already the top `3 * top_k` of its
+/// source): normalise each; if both are non-empty score
+/// `alpha * vec + beta * ev` (missing = 0), else the non-empty one alone.
+pub(crate) fn fuse<'a>(
+    mut vec: Vec<Cand<'a>>,
+    mut ev: Vec<Cand<'a>>,
+    alpha: f32,
+    beta: f32,
+) -> Vec<Cand<'a>> {
+    normalise(&mut vec);
+    normalise(&mut ev);
+    if vec.is_empty() {
+        return ev;
+    }
+    if ev.is_empty() {
+        return vec;
+    }
+    let mut merged: FxHashMap<u32, Cand<'a>> =
+        FxHashMap::with_capacity_and_hasher(vec.len() + ev.len(), Default::default());
+    for c in vec {
+        merged.insert(
+            c.item,
+            Cand {
+                score: alpha * c.score,
+                ..c
+            },
+        );
+    }
+    for c in ev {
+        merged
+            .entry(c.item)
+            .and_modify(|m| m.score += beta * c.score)
+            .or_insert(Cand {
+                score: beta * c.score,
+                ..c
+            });
+    }
+    merged.into_values().collect()
+}
+
+/// Sorts, cuts to `top_k`, then drops scores below `min_score`.
+pub(crate) fn finish(mut cands: Vec<Cand<'_>>, top_k: usize, min_score: Option<f32>) -> Vec<Scored> {
+    cands.sort_by(|a, b| rank(a.score, &a.name[..], b.score, &b.name[..]));
+    cands.truncate(top_k);
+    cands
+        .into_iter()
+        .filter(|c| !matches!(min_score, Some(m) if c.score < m))
+        .map(|c| Scored {
+            id: Arc::clone(c.name),
+            score: c.score,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<Arc<str>> {
+        v.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    #[test]
+    fn kernels_match_the_naive_formulas() {
+        let a: Vec<f32> = (0..21).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..21).map(|i| 3.0 - i as f32).collect();
+        let d: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let l: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((dot(&a, &b) - d).abs() < 1e-3);
+        assert!((l2_squared(&a, &b) - l).abs() < 1e-3);
+        assert!((norm(&[3.0, 4.0]) - 5.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cosine_of_a_zero_vector_is_zero() {
+        assert_eq!(vector_score(Metric::Cosine, &[0.0], 0.0, &[1.0], 1.0), 0.0);
+        assert_eq!(vector_score(Metric::L2, &[0.0], 0.0, &[0.0], 0.0), 1.0);
+    }
+
+    #[test]
+    fn top_k_keeps_the_best_and_breaks_ties_by_name() {
+        let n = names(&["d", "c", "b", "a", "e"]);
+        let mut t = TopK::new(3);
+        for (i, s) in [1.0, 2.0, 1.0, 1.0, f32::NAN].into_iter().enumerate() {
+            t.offer(s, i as u32, || &n[i]);
+        }
+        let got: Vec<(String, f32)> = t
+            .into_sorted()
+            .iter()
+            .map(|c| (c.name.to_string(), c.score))
+            .collect();
+        let got: Vec<(&str, f32)> = got.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        assert_eq!(got, vec![("c", 2.0), ("a", 1.0), ("b", 1.0)]);
+    }
+
+    #[test]
+    fn top_k_resolves_names_only_for_scores_that_can_enter() {
+        let n = names(&["a", "b"]);
+        let mut t = TopK::new(1);
+        t.offer(5.0, 0, || &n[0]);
+        t.offer(1.0, 1, || panic!("a lower score never needs its name"));
+        assert_eq!(t.into_sorted().len(), 1);
+    }
+
+    #[test]
+    fn normalise_maps_min_to_zero_and_max_to_one() {
+        let n = names(&["a", "b", "c"]);
+        let mut c: Vec<Cand<'_>> = [4.0, 2.0, 3.0]
+            .into_iter()
+            .zip(&n)
+            .map(|(score, name)| Cand { score, item: 0, name })
+            .collect();
+        normalise(&mut c);
+        let s: Vec<f32> = c.iter().map(|c| c.score).collect();
+        assert_eq!(s, vec![1.0, 0.0, 0.5]);
+        let mut eq: Vec<Cand<'_>> = [7.0, 7.0]
+            .into_iter()
+            .zip(&n)
+            .map(|(score, name)| Cand { score, item: 0, name })
+            .collect();
+        normalise(&mut eq);
+        assert!(eq.iter().all(|c| c.score == 1.0));
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary: a module per area, sharing `support`.
+
+mod support;
+
+mod cli;
+mod docs;
+mod protocol;
+
+
