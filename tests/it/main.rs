@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod docs;
+mod golden;
 mod protocol;
-
-
+mod scheduler;
+mod snapshots;
