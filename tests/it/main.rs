@@ -2,6 +2,7 @@
 
 mod support;
 
+mod actors;
 mod cli;
 mod docs;
 mod golden;

@@ -1,0 +1,115 @@
+//! Actors driven directly by messages, without TCP: what the protocol cannot
+//! reach on its own (two auto saves in one second, decay on its timer).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use nvecd::actors::scheduler::SchedulerActor;
+use nvecd::actors::snapshot::{SaveSnapshot, SaveTarget, SnapshotActor};
+use nvecd::actors::store::{ExecuteBatch, GetStats, StoreActor, StoreOp};
+use nvecd::protocol::command::EventArgs;
+use nvecd::snapshot::files::SnapshotDir;
+use nvecd::store::EventKind;
+
+use crate::support::{test_config, TestServer};
+
+fn event(ctx: &str, id: &str, score: u8) -> StoreOp {
+    StoreOp::AddEvent(EventArgs {
+        ctx: ctx.into(),
+        kind: EventKind::Add,
+        id: id.into(),
+        score,
+    })
+}
+
+#[test]
+fn two_auto_saves_in_the_same_second_do_not_overwrite_each_other() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = test_config(tmp.path());
+    actix_rt::System::new().block_on(async move {
+        let store = StoreActor::new(config.store_config()).start();
+        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
+        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
+        store
+            .send(ExecuteBatch(vec![event("u1", "a", 5), event("u1", "b", 5)]))
+            .await
+            .expect("store");
+        let (a, b, c) = futures_util::future::join3(
+            snapshot.send(SaveSnapshot(SaveTarget::Auto)),
+            snapshot.send(SaveSnapshot(SaveTarget::Auto)),
+            snapshot.send(SaveSnapshot(SaveTarget::Auto)),
+        )
+        .await;
+        let paths: std::collections::HashSet<_> = [a, b, c]
+            .into_iter()
+            .map(|r| r.expect("mailbox").expect("save").path)
+            .collect();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        for p in &paths {
+            let name = p.file_name().expect("name").to_string_lossy().to_string();
+            assert!(nvecd::snapshot::files::parse_auto_name(&name).is_some(), "{name}");
+        }
+    });
+}
+
+#[test]
+fn decay_runs_on_its_interval_and_drops_small_pairs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(tmp.path());
+    config.events.decay_interval_sec = 1;
+    config.events.decay_alpha = 0.001;
+    let config = Arc::new(config);
+    actix_rt::System::new().block_on(async move {
+        let store = StoreActor::new(config.store_config()).start();
+        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
+        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
+        let _scheduler = SchedulerActor::new(store.clone(), snapshot, config.clone()).start();
+        // 1 * 1 = 1; after three decays by 0.001 it is 1e-9 < 1e-6: dropped.
+        store
+            .send(ExecuteBatch(vec![event("u1", "a", 1), event("u1", "b", 1)]))
+            .await
+            .expect("store");
+        assert_eq!(
+            store
+                .send(GetStats)
+                .await
+                .expect("stats")
+                .stats
+                .co_occurrence_pairs,
+            1
+        );
+        let mut pairs = 1;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pairs = store
+                .send(GetStats)
+                .await
+                .expect("stats")
+                .stats
+                .co_occurrence_pairs;
+            if pairs == 0 {
+                break;
+            }
+        }
+        assert_eq!(pairs, 0, "decay never dropped the pair");
+    });
+}
+
+#[test]
+fn stray_temporary_files_are_removed_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let snaps = tmp.path().join("snapshots");
+    std::fs::create_dir_all(&snaps).expect("mkdir");
+    // What an interrupted save leaves behind: the writer's temp-name pattern.
+    let stray = ".keep.nvec.tmp.12345.0";
+    assert!(nvecd::snapshot::files::is_temp_name(stray));
+    std::fs::write(snaps.join(stray), b"partial").expect("write");
+    std::fs::write(snaps.join("keep.nvec"), b"kept").expect("write");
+    std::fs::write(snaps.join(".hidden.tmp"), b"not ours").expect("write");
+    let server = TestServer::spawn_config(test_config(tmp.path()), tmp);
+    assert_eq!(server.client().cmd("PING"), "OK PONG");
+    assert!(!snaps.join(stray).exists(), "stray temp file survived a start");
+    assert!(snaps.join("keep.nvec").exists());
+    assert!(snaps.join(".hidden.tmp").exists());
+}
