@@ -399,11 +399,21 @@ fn emit(sink: &mut Sink<'_>, batch: LoadBatch) -> Result<(), SnapshotError> {
 /// between the two passes is caught.
 struct Cursor<'r, 'f> {
     r: &'r mut BufReader<&'f mut File>,
+    /// Payload bytes not yet consumed by the decoder.
     remaining: u64,
+    /// Payload bytes not yet read from the file.
+    unread: u64,
+    /// Read but not yet consumed: `buf[pos..]`. Filled a block at a time and
+    /// CRC-ed as a block (CRC32 over 4-byte fields would be the bottleneck).
+    buf: Vec<u8>,
+    pos: usize,
     section: Section,
     crc: Hasher,
     path: &'r Path,
 }
+
+/// Bytes read into a cursor at a time.
+const CURSOR_BLOCK: usize = 256 * 1024;
 
 impl<'r, 'f> Cursor<'r, 'f> {
     fn new(r: &'r mut BufReader<&'f mut File>, span: &Span, path: &'r Path) -> Self {
@@ -413,6 +423,9 @@ impl<'r, 'f> Cursor<'r, 'f> {
         Cursor {
             r,
             remaining: span.payload_len,
+            unread: span.payload_len,
+            buf: Vec::with_capacity(CURSOR_BLOCK),
+            pos: 0,
             section: span.section,
             crc,
             path,
@@ -437,19 +450,47 @@ impl<'r, 'f> Cursor<'r, 'f> {
         Ok(())
     }
 
-    fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), SnapshotError> {
-        if (buf.len() as u64) > self.remaining {
-            return Err(self.err(format_args!("{what} runs past the end of the section")));
+    /// Makes `n` bytes available at `buf[pos..]`; `n <= remaining` (checked
+    /// by the callers), so this never reads past the section.
+    fn ensure(&mut self, n: usize) -> Result<(), SnapshotError> {
+        let available = self.buf.len() - self.pos;
+        if available >= n {
+            return Ok(());
         }
-        self.r.read_exact(buf).map_err(io_err(self.path))?;
-        self.crc.update(buf);
-        self.remaining -= buf.len() as u64;
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        let want = (n - available).max(CURSOR_BLOCK) as u64;
+        let want = want.min(self.unread) as usize;
+        let old = self.buf.len();
+        self.buf.resize(old + want, 0);
+        let fresh = self.buf.get_mut(old..).unwrap_or_default();
+        self.r.read_exact(fresh).map_err(io_err(self.path))?;
+        self.crc.update(fresh);
+        self.unread -= want as u64;
+        if self.buf.len() < n {
+            return Err(self.err("section shorter than its records"));
+        }
         Ok(())
     }
 
+    /// The next `n` bytes, consumed.
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], SnapshotError> {
+        if (n as u64) > self.remaining {
+            return Err(self.err(format_args!("{what} runs past the end of the section")));
+        }
+        self.ensure(n)?;
+        let start = self.pos;
+        self.pos += n;
+        self.remaining -= n as u64;
+        self.buf
+            .get(start..start + n)
+            .ok_or_else(|| corrupt("internal: cursor out of range"))
+    }
+
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], SnapshotError> {
+        let bytes = self.take(N, what)?;
         let mut b = [0u8; N];
-        self.fill(&mut b, what)?;
+        b.copy_from_slice(bytes);
         Ok(b)
     }
 
@@ -481,9 +522,11 @@ impl<'r, 'f> Cursor<'r, 'f> {
         }
         let len =
             usize::try_from(len).map_err(|_| self.err(format_args!("{what} length {len} exceeds memory")))?;
-        let mut buf = vec![0u8; len];
-        self.fill(&mut buf, what)?;
-        String::from_utf8(buf).map_err(|_| self.err(format_args!("invalid UTF-8 in {what}")))
+        let bytes = self.take(len, what)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(self.err(format_args!("invalid UTF-8 in {what}"))),
+        }
     }
 
     /// A count of records of at least `min_len` bytes each, checked to fit.
@@ -695,7 +738,6 @@ fn decode_vectors(
     // `d` now fits in the section, hence in memory.
     let dim = usize::try_from(d).map_err(|_| cur.err("dimension exceeds memory"))?;
     emit(sink, LoadBatch::Dimension(dim))?;
-    let mut raw = vec![0u8; dim.saturating_mul(4)];
     let mut prev = String::new();
     let mut out: Vec<LoadedVector> = Vec::new();
     for i in 0..n {
@@ -718,18 +760,20 @@ fn decode_vectors(
                 show(&id)
             )));
         }
-        cur.fill(&mut raw, "vector values")?;
+        let raw = cur.take(dim.saturating_mul(4), "vector values")?;
         let mut values = Vec::with_capacity(if building { dim } else { 0 });
+        let mut bad = None;
         for (j, c) in raw.chunks_exact(4).enumerate() {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(c);
-            let v = f32::from_le_bytes(b);
-            if !v.is_finite() {
-                return Err(cur.err(format_args!("vector {}: value {j} is not finite", show(&id))));
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !v.is_finite() && bad.is_none() {
+                bad = Some(j);
             }
             if building {
                 values.push(v);
             }
+        }
+        if let Some(j) = bad {
+            return Err(cur.err(format_args!("vector {}: value {j} is not finite", show(&id))));
         }
         prev.clear();
         prev.push_str(&id);

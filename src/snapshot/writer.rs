@@ -111,21 +111,21 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     let mut n_contexts = 0u64;
     let mut n_events = 0u64;
     let events_head = file.section(&mut w, Section::Events, EVENTS_HEAD_LEN, path, |p| {
-        let mut prev: Option<String> = None;
+        // Names are never empty, so an empty `prev` means "no previous one".
+        let mut prev = String::new();
         source.contexts_sorted(|name, events| {
             if events.is_empty() {
                 // carries no data; the format has no empty contexts
                 return Ok(());
             }
             check_name(name, "context name")?;
-            if let Some(prev) = &prev {
-                if name.as_bytes() <= prev.as_bytes() {
-                    return Err(invalid(format!(
-                        "contexts not strictly sorted: {name:?} after {prev:?}"
-                    )));
-                }
+            if !prev.is_empty() && name.as_bytes() <= prev.as_bytes() {
+                return Err(invalid(format!(
+                    "contexts not strictly sorted: {name:?} after {prev:?}"
+                )));
             }
-            prev = Some(name.to_owned());
+            prev.clear();
+            prev.push_str(name);
             n_contexts += 1;
             n_events += events.len() as u64;
             if n_events > u64::from(u32::MAX) {
@@ -155,24 +155,27 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     // co_occurrence
     let mut n_pairs = 0u64;
     file.section(&mut w, Section::CoOccurrence, PAIRS_HEAD_LEN, path, |p| {
-        let mut prev: Option<(String, String)> = None;
+        let (mut prev_a, mut prev_b) = (String::new(), String::new());
         source.pairs_sorted(|a, b, score| {
             check_name(a, "pair item")?;
             check_name(b, "pair item")?;
             if a.as_bytes() >= b.as_bytes() {
                 return Err(invalid(format!("pair ({a:?}, {b:?}) is not a < b")));
             }
-            if let Some((pa, pb)) = &prev {
-                if (a.as_bytes(), b.as_bytes()) <= (pa.as_bytes(), pb.as_bytes()) {
-                    return Err(invalid(format!(
-                        "pairs not strictly sorted: ({a:?}, {b:?}) after ({pa:?}, {pb:?})"
-                    )));
-                }
+            if !prev_a.is_empty() && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes()) {
+                return Err(invalid(format!(
+                    "pairs not strictly sorted: ({a:?}, {b:?}) after ({prev_a:?}, {prev_b:?})"
+                )));
             }
             if !(score.is_finite() && score > 0.0) {
                 return Err(invalid(format!("pair ({a:?}, {b:?}) has score {score}")));
             }
-            prev = Some((a.to_owned(), b.to_owned()));
+            if prev_a != a {
+                prev_a.clear();
+                prev_a.push_str(a);
+            }
+            prev_b.clear();
+            prev_b.push_str(b);
             n_pairs += 1;
             if n_pairs > u64::from(u32::MAX) {
                 return Err(SnapshotError::TooLarge { what: "pair count" });
@@ -188,17 +191,16 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     let mut n_vectors = 0u64;
     let mut dimension: Option<usize> = None;
     file.section(&mut w, Section::Vectors, VECTORS_HEAD_LEN, path, |p| {
-        let mut prev: Option<String> = None;
+        let mut prev = String::new();
         source.vectors_sorted(|id, values| {
             check_name(id, "vector id")?;
-            if let Some(prev) = &prev {
-                if id.as_bytes() <= prev.as_bytes() {
-                    return Err(invalid(format!(
-                        "vectors not strictly sorted: {id:?} after {prev:?}"
-                    )));
-                }
+            if !prev.is_empty() && id.as_bytes() <= prev.as_bytes() {
+                return Err(invalid(format!(
+                    "vectors not strictly sorted: {id:?} after {prev:?}"
+                )));
             }
-            prev = Some(id.to_owned());
+            prev.clear();
+            prev.push_str(id);
             let d = *dimension.get_or_insert(values.len());
             if values.len() != d {
                 return Err(invalid(format!(
@@ -303,11 +305,13 @@ impl FileCrc {
         w.write_all(&vec![0u8; head_len]).map_err(io)?;
         let mut payload = Payload {
             w,
+            buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
             crc: Hasher::new(),
             len: 0,
             path,
         };
         let head = records(&mut payload)?;
+        payload.flush()?;
         let Payload {
             w,
             crc: records_crc,
@@ -346,8 +350,11 @@ impl FileCrc {
 }
 
 /// The record part of one section's payload: counts and CRCs what it writes.
+/// Records are gathered in `buf` and CRC-ed and written a block at a time:
+/// CRC32 over blocks runs at memory speed, over 4-byte fields it does not.
 struct Payload<'a, W: Write> {
     w: &'a mut BufWriter<W>,
+    buf: Vec<u8>,
     crc: Hasher,
     len: u64,
     path: &'a Path,
@@ -355,12 +362,21 @@ struct Payload<'a, W: Write> {
 
 impl<W: Write> Payload<'_, W> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        self.w.write_all(bytes).map_err(|source| SnapshotError::Io {
+        if self.buf.len() + bytes.len() > WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+    /// Writes and CRCs what is gathered.
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        self.crc.update(&self.buf);
+        self.w.write_all(&self.buf).map_err(|source| SnapshotError::Io {
             path: self.path.to_path_buf(),
             source,
         })?;
-        self.crc.update(bytes);
-        self.len += bytes.len() as u64;
+        self.buf.clear();
         Ok(())
     }
     fn put_u64(&mut self, v: u64) -> Result<(), SnapshotError> {

@@ -43,21 +43,72 @@ impl CoIndex {
     }
 
     /// `co[a][b] += p` and `co[b][a] += p`. A zero product or `a == b` changes nothing.
+    #[cfg(test)]
     pub(crate) fn add(&mut self, a: u32, b: u32, p: f32) {
-        if p == 0.0 || a == b {
-            return;
-        }
-        self.update(a, b, |v| *v += p, p);
-        self.update(b, a, |v| *v += p, p);
+        self.add_all(a, &[(b, p)]);
     }
 
-    /// `co[a][b] = co[b][a] = score` (snapshot load). `a == b` changes nothing.
-    pub(crate) fn set(&mut self, a: u32, b: u32, score: f32) {
-        if a == b {
+    /// `add(a, b, p)` for every `(b, p)` of `partners`, in order, with one
+    /// copy-on-write check for row `a` instead of one per pair (the ingest path).
+    pub(crate) fn add_all(&mut self, a: u32, partners: &[(u32, f32)]) {
+        let Some(max) = partners.iter().map(|&(b, _)| b).max() else {
             return;
+        };
+        let needed = max.max(a) as usize;
+        while self.rows.len() <= needed {
+            self.rows.push(None);
         }
-        self.update(a, b, |v| *v = score, score);
-        self.update(b, a, |v| *v = score, score);
+        let mut added = 0u64;
+        if let Some(slot) = self.rows.get_mut(a as usize) {
+            let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
+            for &(b, p) in partners {
+                if p == 0.0 || b == a {
+                    continue;
+                }
+                match row.get_mut(&b) {
+                    Some(v) => *v += p,
+                    None => {
+                        row.insert(b, p);
+                        added += 1;
+                    }
+                }
+            }
+        }
+        self.entries += added;
+        for &(b, p) in partners {
+            if p == 0.0 || b == a {
+                continue;
+            }
+            self.update(b, a, |v| *v += p, p);
+        }
+    }
+
+    /// `set(a, b, score)` for every `(b, score)` of `pairs` (snapshot load),
+    /// with one copy-on-write check for row `a`.
+    pub(crate) fn set_all(&mut self, a: u32, pairs: &[(u32, f32)]) {
+        let Some(max) = pairs.iter().map(|&(b, _)| b).max() else {
+            return;
+        };
+        let needed = max.max(a) as usize;
+        while self.rows.len() <= needed {
+            self.rows.push(None);
+        }
+        let mut added = 0u64;
+        if let Some(slot) = self.rows.get_mut(a as usize) {
+            let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
+            row.reserve(pairs.len());
+            for &(b, score) in pairs {
+                if b != a && row.insert(b, score).is_none() {
+                    added += 1;
+                }
+            }
+        }
+        self.entries += added;
+        for &(b, score) in pairs {
+            if b != a {
+                self.update(b, a, |v| *v = score, score);
+            }
+        }
     }
 
     fn update(&mut self, a: u32, b: u32, on_existing: impl FnOnce(&mut f32), new: f32) {

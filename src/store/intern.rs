@@ -13,7 +13,10 @@ use super::cowvec::CowVec;
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     names: CowVec<Arc<str>>,
-    map: HashMap<Arc<str>, u32>,
+    /// Keyed with per-process random keys (ahash): names are untrusted input,
+    /// so the table must resist chosen-collision floods; SipHash does too but
+    /// costs several times more per lookup on the ingest path.
+    map: HashMap<Arc<str>, u32, ahash::RandomState>,
     name_bytes: usize,
 }
 

@@ -212,6 +212,8 @@ pub struct Store {
     dedup: DedupLru,
     co: CoIndex,
     vectors: VectorStore,
+    /// Scratch for `add_event`: the new event's partners in the ring.
+    partners: Vec<(u32, f32)>,
 }
 
 impl fmt::Debug for Store {
@@ -231,6 +233,7 @@ impl Store {
             events: EventStore::new(cfg.ctx_buffer_size),
             dedup: DedupLru::new(cfg.dedup_cache_size, cfg.dedup_window_sec),
             co: CoIndex::new(),
+            partners: Vec::new(),
             vectors: VectorStore::new(cfg.default_dimension),
             cfg,
         }
@@ -244,36 +247,31 @@ impl Store {
     pub fn add_event(&mut self, ctx: &str, kind: EventKind, id: &str, score: u8, now_ms: u64) -> bool {
         // DEL is stored with score 0; clamp so a snapshot always holds 0..=100.
         let score = if kind == EventKind::Del { 0 } else { score.min(100) };
-        if let (Some(c), Some(i)) = (self.events.context(ctx), self.items.get(id)) {
-            let duplicate = match kind {
-                EventKind::Add => self.dedup.is_duplicate(
-                    &DedupKey {
-                        ctx: c,
-                        item: i,
-                        score,
-                    },
-                    now_ms,
-                ),
-                EventKind::Set | EventKind::Del => self.events.is_state_duplicate(c, i, kind, score),
-            };
-            if duplicate {
-                return false;
-            }
-        }
+        // Interning first costs nothing extra: a duplicate needs both names
+        // known already, and a stored event needs them interned anyway.
         let c = self.events.context_or_create(ctx);
         let item = self.items.intern(id);
-        let co = &mut self.co;
+        let duplicate = match kind {
+            EventKind::Add => self.dedup.is_duplicate(&DedupKey { ctx: c, item, score }, now_ms),
+            EventKind::Set | EventKind::Del => self.events.is_state_duplicate(c, item, kind, score),
+        };
+        if duplicate {
+            return false;
+        }
         let ev = Event {
             timestamp_ms: now_ms,
             item,
             score,
             kind,
         };
+        let partners = &mut self.partners;
+        partners.clear();
         self.events.append(c, ev, |old| {
             if old.item != item {
-                co.add(item, old.item, f32::from(score) * f32::from(old.score));
+                partners.push((old.item, f32::from(score) * f32::from(old.score)));
             }
         });
+        self.co.add_all(item, partners);
         if kind == EventKind::Add {
             self.dedup.record(DedupKey { ctx: c, item, score }, now_ms);
         }
@@ -494,20 +492,30 @@ impl StoreImage {
             .map(|(i, _)| i as u32)
             .collect();
         order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
-        let mut buf: Vec<(&str, f32)> = Vec::new();
-        for a in order {
+        // Rank of each item in name order: rows are then sorted by comparing
+        // integers instead of strings. Every neighbour has a row (symmetry).
+        let mut rank = vec![u32::MAX; d.rows.len()];
+        for (r, &i) in order.iter().enumerate() {
+            if let Some(slot) = rank.get_mut(i as usize) {
+                *slot = r as u32;
+            }
+        }
+        let rank_of = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
+        let mut buf: Vec<(u32, u32, f32)> = Vec::new();
+        for (ra, &a) in order.iter().enumerate() {
+            let ra = ra as u32;
             let an = name(a);
             let Some(row) = d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
                 continue;
             };
             buf.clear();
             buf.extend(row.iter().filter_map(|(&b, &s)| {
-                let bn = name(b);
-                (bn > an).then_some((bn, s))
+                let rb = rank_of(b);
+                (rb > ra).then_some((rb, b, s))
             }));
-            buf.sort_unstable_by(|x, y| x.0.cmp(y.0));
-            for &(bn, s) in &buf {
-                f(an, bn, s)?;
+            buf.sort_unstable_by_key(|&(rb, _, _)| rb);
+            for &(_, b, s) in &buf {
+                f(an, name(b), s)?;
             }
         }
         Ok(())
@@ -567,6 +575,10 @@ impl StoreBuilder {
                 }
             }
             LoadBatch::Pairs(list) => {
+                // Pairs come sorted by `a`: intern each `a` once and fill its
+                // row in one go (one copy-on-write check per run, not per pair).
+                let mut run: Vec<(u32, f32)> = Vec::new();
+                let mut current: Option<(String, u32)> = None;
                 for p in list {
                     if p.a == p.b {
                         return Err(StoreError::InvalidData(format!(
@@ -580,9 +592,26 @@ impl StoreBuilder {
                             p.a, p.b, p.score
                         )));
                     }
-                    let a = s.items.intern(&p.a);
+                    let a = match &current {
+                        Some((name, n)) if *name == p.a => *n,
+                        _ => {
+                            if let Some((_, prev)) = current.take() {
+                                s.co.set_all(prev, &run);
+                                run.clear();
+                            }
+                            let n = s.items.intern(&p.a);
+                            current = Some((p.a, n));
+                            n
+                        }
+                    };
                     let b = s.items.intern(&p.b);
-                    s.co.set(a, b, p.score);
+                    if a == b {
+                        return Err(StoreError::InvalidData("pair of an item with itself".into()));
+                    }
+                    run.push((b, p.score));
+                }
+                if let Some((_, a)) = current {
+                    s.co.set_all(a, &run);
                 }
             }
             LoadBatch::Dimension(d) => {

@@ -194,17 +194,42 @@ pub(crate) fn vector_top_k<'a>(
     q: &[f32],
     k: usize,
     exclude: Option<u32>,
-    name: impl Fn(u32) -> &'a Arc<str>,
+    name: impl Fn(u32) -> &'a Arc<str> + Sync,
 ) -> Vec<Cand<'a>> {
     let qn = norm(q);
-    let mut top = TopK::new(k);
-    chunks.scan(|item, v, vn| {
-        if Some(item) != exclude {
-            top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
-        }
+    let scan = |part| {
+        let mut top = TopK::new(k);
+        chunks.scan_part(part, |item, v, vn| {
+            if Some(item) != exclude {
+                top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+            }
+        });
+        top.into_sorted()
+    };
+    if chunks.len < PARALLEL_SCAN_MIN_VECTORS || chunks.chunks.len() < 2 {
+        return scan(&chunks.chunks[..]);
+    }
+    // A large exact scan is bound by memory bandwidth; two threads reach
+    // more of it than one. Each half keeps its own top k, then they merge.
+    let (left, right) = chunks.chunks.split_at(chunks.chunks.len() / 2);
+    let (mut a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| scan(right));
+        let mine = scan(left);
+        (
+            mine,
+            other.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
     });
+    a.extend(b);
+    let mut top = TopK::new(k);
+    for c in a {
+        top.offer(c.score, c.item, || c.name);
+    }
     top.into_sorted()
 }
+
+/// Below this many vectors one thread scans alone (a thread costs ~50 µs).
+const PARALLEL_SCAN_MIN_VECTORS: usize = 32 * 1024;
 
 /// The best `k` neighbours in a co-occurrence row, scored `co / max co`.
 pub(crate) fn events_top_k<'a>(

@@ -40,12 +40,18 @@ pub(crate) struct VectorChunks {
 
 impl VectorChunks {
     /// Calls `f(item, values, norm)` for every stored vector.
+    #[cfg(test)]
+    pub(crate) fn scan(&self, f: impl FnMut(u32, &[f32], f32)) {
+        self.scan_part(&self.chunks, f);
+    }
+
+    /// `scan` over some of the chunks (a part of `self.chunks`).
     #[inline]
-    pub(crate) fn scan(&self, mut f: impl FnMut(u32, &[f32], f32)) {
+    pub(crate) fn scan_part(&self, part: &[Arc<VecChunk>], mut f: impl FnMut(u32, &[f32], f32)) {
         if self.dim == 0 {
             return;
         }
-        for chunk in &self.chunks {
+        for chunk in part {
             for ((v, &n), &id) in chunk
                 .data
                 .chunks_exact(self.dim)
