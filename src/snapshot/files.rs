@@ -13,7 +13,7 @@
 use super::SnapshotError;
 use chrono::{DateTime, Utc};
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,11 +33,17 @@ const TEMP_MARKER: &str = ".tmp.";
 const MAX_SUFFIX: u32 = 10_000;
 
 /// The filesystem steps of an atomic write; one real implementation, and a
-/// seam for tests that make a given step fail. Writing the data is the
-/// caller's closure, so its failures are injected there.
+/// seam for tests that make a given step fail. The data itself reaches the
+/// temp file through `write`, so a test can also fail the k-th write call or
+/// run out of space after n bytes.
 pub trait FileOps: Send + Sync {
     /// Creates `path` exclusively (`O_EXCL`), mode 0600, for writing.
     fn create_temp(&self, path: &Path) -> io::Result<File>;
+    /// One `write(2)` of snapshot data into the temp file made by
+    /// `create_temp` (through `TempFile`); may write less than `buf`.
+    fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<usize> {
+        file.write(buf)
+    }
     /// `fsync` of the file's data and metadata.
     fn sync_file(&self, file: &File) -> io::Result<()>;
     /// Renames `from` to `to`; with `no_replace`, fails with `AlreadyExists`
@@ -52,6 +58,28 @@ pub trait FileOps: Send + Sync {
 /// The real filesystem.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFileOps;
+
+/// The temp file `write_atomically` hands to its closure: a `File` whose
+/// writes go through `FileOps::write`; seeks and flushes go to the file.
+pub struct TempFile<'a> {
+    file: File,
+    ops: &'a dyn FileOps,
+}
+
+impl Write for TempFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ops.write(&mut self.file, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for TempFile<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
 
 impl FileOps for RealFileOps {
     fn create_temp(&self, path: &Path) -> io::Result<File> {
@@ -397,7 +425,7 @@ impl SnapshotDir {
         &self,
         target: &Path,
         no_replace: bool,
-        f: impl FnOnce(&mut File) -> Result<T, SnapshotError>,
+        f: impl FnOnce(&mut TempFile<'_>) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
         let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
             return Err(SnapshotError::InvalidPath);
@@ -408,10 +436,16 @@ impl SnapshotDir {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let mut file = self.ops.create_temp(&tmp).map_err(|e| map_io(e, target, &tmp))?;
+        let file = self.ops.create_temp(&tmp).map_err(|e| map_io(e, target, &tmp))?;
+        let mut file = TempFile {
+            file,
+            ops: self.ops.as_ref(),
+        };
         let result = (|| {
             let value = f(&mut file)?;
-            self.ops.sync_file(&file).map_err(|e| map_io(e, target, &tmp))?;
+            self.ops
+                .sync_file(&file.file)
+                .map_err(|e| map_io(e, target, &tmp))?;
             drop(file);
             self.ops
                 .rename(&tmp, target, no_replace)
