@@ -7,5 +7,8 @@ mod cli;
 mod docs;
 mod golden;
 mod protocol;
+mod rel_crafted;
+mod rel_integrity;
+mod rel_util;
 mod scheduler;
 mod snapshots;
