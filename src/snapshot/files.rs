@@ -436,7 +436,12 @@ impl SnapshotDir {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = self.ops.create_temp(&tmp).map_err(|e| map_io(e, target, &tmp))?;
+        // Errors name the target the user asked for, never the temp file: it
+        // is gone by the time the reply is read.
+        let file = self
+            .ops
+            .create_temp(&tmp)
+            .map_err(|e| map_io(e, target, target))?;
         let mut file = TempFile {
             file,
             ops: self.ops.as_ref(),
@@ -445,7 +450,7 @@ impl SnapshotDir {
             let value = f(&mut file)?;
             self.ops
                 .sync_file(&file.file)
-                .map_err(|e| map_io(e, target, &tmp))?;
+                .map_err(|e| map_io(e, target, target))?;
             drop(file);
             self.ops
                 .rename(&tmp, target, no_replace)
