@@ -10,6 +10,7 @@ mod protocol;
 mod rel_crafted;
 mod rel_faults;
 mod rel_integrity;
+mod rel_kill9;
 mod rel_util;
 mod scheduler;
 mod snapshots;
