@@ -8,6 +8,7 @@ mod docs;
 mod golden;
 mod protocol;
 mod rel_crafted;
+mod rel_diskfull;
 mod rel_faults;
 mod rel_integrity;
 mod rel_kill9;
