@@ -249,9 +249,8 @@ impl SnapshotDir {
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SnapshotError::DotDot);
         }
-        if user_path.ends_with('/') {
-            return Err(SnapshotError::InvalidPath);
-        }
+        // An absolute path outside the directory is refused as such first,
+        // also when it ends in `/` (`/`, `/etc/`).
         let rel: PathBuf = if p.is_absolute() {
             let clean = lexical_normalize(p);
             if let Ok(r) = clean.strip_prefix(&self.root) {
@@ -264,6 +263,9 @@ impl SnapshotDir {
         } else {
             lexical_normalize(p)
         };
+        if user_path.ends_with('/') {
+            return Err(SnapshotError::InvalidPath);
+        }
         let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
             return Err(SnapshotError::InvalidPath);
         };
@@ -431,11 +433,7 @@ impl SnapshotDir {
             return Err(SnapshotError::InvalidPath);
         };
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{}{TEMP_MARKER}{}.{n}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let tmp = dir.join(temp_name(&name.to_string_lossy(), std::process::id(), n));
         // Errors name the target the user asked for, never the temp file: it
         // is gone by the time the reply is read.
         let file = self
@@ -473,6 +471,23 @@ impl SnapshotDir {
         self.ops.sync_dir(dir).map_err(|e| map_io(e, dir, dir))?;
         Ok(value)
     }
+}
+
+/// Longest file name the filesystems we support accept (Linux `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// `.<name>.tmp.<pid>.<n>`, with `<name>` shortened (on a character boundary)
+/// so the whole name fits in `NAME_MAX` bytes: a target name of up to 255
+/// bytes is legal, and its temp file must be creatable too.
+fn temp_name(name: &str, pid: u32, n: u64) -> String {
+    let tail = format!("{TEMP_MARKER}{pid}.{n}");
+    let room = NAME_MAX.saturating_sub(1 + tail.len()).max(1);
+    let mut end = name.len().min(room);
+    while end > 1 && !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let base = name.get(..end).filter(|b| !b.is_empty()).unwrap_or("x");
+    format!(".{base}{tail}")
 }
 
 /// Is `name` a temp-file name of `write_atomically`: `.<name>.tmp.<pid>.<n>`?
@@ -1051,6 +1066,49 @@ mod tests {
         want.push(".d.tmp.1.2".into());
         want.sort();
         assert_eq!(entries(&d), want);
+    }
+
+    /// Regression: DUMP SAVE to a legal 255-byte name failed with `File name
+    /// too long`, because its temp name `.<name>.tmp.<pid>.<n>` exceeded
+    /// NAME_MAX. The temp name now shortens `<name>` to fit.
+    #[test]
+    fn regression_a_255_byte_target_name_can_be_written() {
+        let (_t, d) = setup();
+        for name in ["a".repeat(250) + ".nvec", "é".repeat(125) + "xyzab"] {
+            assert_eq!(name.len(), 255);
+            let target = d.resolve_for_save(&name).unwrap();
+            d.write_atomically(&target, false, |f| {
+                f.write_all(b"data").map_err(|e| map_io(e, &target, &target))
+            })
+            .unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"data");
+            assert_eq!(entries(&d), vec![name.clone()]);
+            fs::remove_file(&target).unwrap();
+        }
+        for (name, pid, n) in [
+            ("a".repeat(255), u32::MAX, u64::MAX),
+            ("é".repeat(127), 1, 2),
+            ("x".into(), 7, 0),
+        ] {
+            let t = temp_name(&name, pid, n);
+            assert!(t.len() <= NAME_MAX, "{t}");
+            assert!(is_temp_name(&t), "{t}");
+        }
+        assert_eq!(temp_name("a.nvec", 12, 3), ".a.nvec.tmp.12.3");
+    }
+
+    /// Regression: `/` and other absolute paths outside the directory that end
+    /// in `/` got `Invalid path` instead of SPEC 4.2's `Invalid path: must be
+    /// inside <dir>`.
+    #[test]
+    fn regression_absolute_paths_ending_in_slash_outside_are_outside() {
+        let (_t, d) = setup();
+        for p in ["/", "/etc/", "/tmp/"] {
+            assert!(err(&d, p).starts_with("Invalid path: must be inside "), "{p}");
+        }
+        let inside = format!("{}/", d.root().display());
+        assert_eq!(err(&d, &inside), "Invalid path");
+        assert_eq!(err(&d, "x/"), "Invalid path");
     }
 
     #[test]
