@@ -16,7 +16,7 @@ use crate::actors::store::StoreActor;
 use crate::actors::{Peers, Shutdown};
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::snapshot::files::SnapshotDir;
+use crate::snapshot::files::{FileOps, SnapshotDir};
 
 /// A running server.
 pub struct ServerHandle {
@@ -69,10 +69,28 @@ async fn wait_for_saves(snapshot: &Addr<SnapshotActor>) {
     }
 }
 
+/// What `start_with` can change besides the configuration; the default is
+/// what `start` uses. Meant for tests (fault injection), not configuration.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// The filesystem steps of snapshot writes and deletions; `None` is the
+    /// real filesystem.
+    pub file_ops: Option<Arc<dyn FileOps>>,
+}
+
 /// Starts everything inside the current actix `System`.
 pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// `start` with `StartOptions` (a failing `FileOps` in fault-injection tests).
+pub async fn start_with(config: Config, options: StartOptions) -> Result<ServerHandle, ServerError> {
     let config = Arc::new(config);
-    let dir = SnapshotDir::open(&config.snapshot.dir).map_err(|source| ServerError::SnapshotDir {
+    let dir = match options.file_ops {
+        Some(ops) => SnapshotDir::with_ops(&config.snapshot.dir, ops),
+        None => SnapshotDir::open(&config.snapshot.dir),
+    };
+    let dir = dir.map_err(|source| ServerError::SnapshotDir {
         path: config.snapshot.dir.display().to_string(),
         source,
     })?;

@@ -13,7 +13,7 @@
 use super::SnapshotError;
 use chrono::{DateTime, Utc};
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,11 +33,17 @@ const TEMP_MARKER: &str = ".tmp.";
 const MAX_SUFFIX: u32 = 10_000;
 
 /// The filesystem steps of an atomic write; one real implementation, and a
-/// seam for tests that make a given step fail. Writing the data is the
-/// caller's closure, so its failures are injected there.
+/// seam for tests that make a given step fail. The data itself reaches the
+/// temp file through `write`, so a test can also fail the k-th write call or
+/// run out of space after n bytes.
 pub trait FileOps: Send + Sync {
     /// Creates `path` exclusively (`O_EXCL`), mode 0600, for writing.
     fn create_temp(&self, path: &Path) -> io::Result<File>;
+    /// One `write(2)` of snapshot data into the temp file made by
+    /// `create_temp` (through `TempFile`); may write less than `buf`.
+    fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<usize> {
+        file.write(buf)
+    }
     /// `fsync` of the file's data and metadata.
     fn sync_file(&self, file: &File) -> io::Result<()>;
     /// Renames `from` to `to`; with `no_replace`, fails with `AlreadyExists`
@@ -52,6 +58,28 @@ pub trait FileOps: Send + Sync {
 /// The real filesystem.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFileOps;
+
+/// The temp file `write_atomically` hands to its closure: a `File` whose
+/// writes go through `FileOps::write`; seeks and flushes go to the file.
+pub struct TempFile<'a> {
+    file: File,
+    ops: &'a dyn FileOps,
+}
+
+impl Write for TempFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ops.write(&mut self.file, buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for TempFile<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
 
 impl FileOps for RealFileOps {
     fn create_temp(&self, path: &Path) -> io::Result<File> {
@@ -221,9 +249,8 @@ impl SnapshotDir {
         if p.components().any(|c| c == Component::ParentDir) {
             return Err(SnapshotError::DotDot);
         }
-        if user_path.ends_with('/') {
-            return Err(SnapshotError::InvalidPath);
-        }
+        // An absolute path outside the directory is refused as such first,
+        // also when it ends in `/` (`/`, `/etc/`).
         let rel: PathBuf = if p.is_absolute() {
             let clean = lexical_normalize(p);
             if let Ok(r) = clean.strip_prefix(&self.root) {
@@ -236,6 +263,9 @@ impl SnapshotDir {
         } else {
             lexical_normalize(p)
         };
+        if user_path.ends_with('/') {
+            return Err(SnapshotError::InvalidPath);
+        }
         let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
             return Err(SnapshotError::InvalidPath);
         };
@@ -397,21 +427,28 @@ impl SnapshotDir {
         &self,
         target: &Path,
         no_replace: bool,
-        f: impl FnOnce(&mut File) -> Result<T, SnapshotError>,
+        f: impl FnOnce(&mut TempFile<'_>) -> Result<T, SnapshotError>,
     ) -> Result<T, SnapshotError> {
         let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
             return Err(SnapshotError::InvalidPath);
         };
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{}{TEMP_MARKER}{}.{n}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let mut file = self.ops.create_temp(&tmp).map_err(|e| map_io(e, target, &tmp))?;
+        let tmp = dir.join(temp_name(&name.to_string_lossy(), std::process::id(), n));
+        // Errors name the target the user asked for, never the temp file: it
+        // is gone by the time the reply is read.
+        let file = self
+            .ops
+            .create_temp(&tmp)
+            .map_err(|e| map_io(e, target, target))?;
+        let mut file = TempFile {
+            file,
+            ops: self.ops.as_ref(),
+        };
         let result = (|| {
             let value = f(&mut file)?;
-            self.ops.sync_file(&file).map_err(|e| map_io(e, target, &tmp))?;
+            self.ops
+                .sync_file(&file.file)
+                .map_err(|e| map_io(e, target, target))?;
             drop(file);
             self.ops
                 .rename(&tmp, target, no_replace)
@@ -434,6 +471,23 @@ impl SnapshotDir {
         self.ops.sync_dir(dir).map_err(|e| map_io(e, dir, dir))?;
         Ok(value)
     }
+}
+
+/// Longest file name the filesystems we support accept (Linux `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// `.<name>.tmp.<pid>.<n>`, with `<name>` shortened (on a character boundary)
+/// so the whole name fits in `NAME_MAX` bytes: a target name of up to 255
+/// bytes is legal, and its temp file must be creatable too.
+fn temp_name(name: &str, pid: u32, n: u64) -> String {
+    let tail = format!("{TEMP_MARKER}{pid}.{n}");
+    let room = NAME_MAX.saturating_sub(1 + tail.len()).max(1);
+    let mut end = name.len().min(room);
+    while end > 1 && !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let base = name.get(..end).filter(|b| !b.is_empty()).unwrap_or("x");
+    format!(".{base}{tail}")
 }
 
 /// Is `name` a temp-file name of `write_atomically`: `.<name>.tmp.<pid>.<n>`?
@@ -1012,6 +1066,49 @@ mod tests {
         want.push(".d.tmp.1.2".into());
         want.sort();
         assert_eq!(entries(&d), want);
+    }
+
+    /// Regression: DUMP SAVE to a legal 255-byte name failed with `File name
+    /// too long`, because its temp name `.<name>.tmp.<pid>.<n>` exceeded
+    /// NAME_MAX. The temp name now shortens `<name>` to fit.
+    #[test]
+    fn regression_a_255_byte_target_name_can_be_written() {
+        let (_t, d) = setup();
+        for name in ["a".repeat(250) + ".nvec", "é".repeat(125) + "xyzab"] {
+            assert_eq!(name.len(), 255);
+            let target = d.resolve_for_save(&name).unwrap();
+            d.write_atomically(&target, false, |f| {
+                f.write_all(b"data").map_err(|e| map_io(e, &target, &target))
+            })
+            .unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"data");
+            assert_eq!(entries(&d), vec![name.clone()]);
+            fs::remove_file(&target).unwrap();
+        }
+        for (name, pid, n) in [
+            ("a".repeat(255), u32::MAX, u64::MAX),
+            ("é".repeat(127), 1, 2),
+            ("x".into(), 7, 0),
+        ] {
+            let t = temp_name(&name, pid, n);
+            assert!(t.len() <= NAME_MAX, "{t}");
+            assert!(is_temp_name(&t), "{t}");
+        }
+        assert_eq!(temp_name("a.nvec", 12, 3), ".a.nvec.tmp.12.3");
+    }
+
+    /// Regression: `/` and other absolute paths outside the directory that end
+    /// in `/` got `Invalid path` instead of SPEC 4.2's `Invalid path: must be
+    /// inside <dir>`.
+    #[test]
+    fn regression_absolute_paths_ending_in_slash_outside_are_outside() {
+        let (_t, d) = setup();
+        for p in ["/", "/etc/", "/tmp/"] {
+            assert!(err(&d, p).starts_with("Invalid path: must be inside "), "{p}");
+        }
+        let inside = format!("{}/", d.root().display());
+        assert_eq!(err(&d, &inside), "Invalid path");
+        assert_eq!(err(&d, "x/"), "Invalid path");
     }
 
     #[test]

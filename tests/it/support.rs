@@ -58,13 +58,24 @@ impl TestServer {
     }
 
     pub fn spawn_config(config: Config, dir: tempfile::TempDir) -> TestServer {
+        Self::spawn_options(config, dir, nvecd::server::StartOptions::default())
+    }
+
+    /// `spawn_config` through `server::start_with` (e.g. a failing `FileOps`).
+    pub fn spawn_options(
+        config: Config,
+        dir: tempfile::TempDir,
+        options: nvecd::server::StartOptions,
+    ) -> TestServer {
         init_logs();
         let (addr_tx, addr_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let system = actix_rt::System::new();
             system.block_on(async move {
-                let handle = nvecd::server::start(config).await.expect("server starts");
+                let handle = nvecd::server::start_with(config, options)
+                    .await
+                    .expect("server starts");
                 addr_tx.send(handle.local_addr()).expect("send addr");
                 let _ = stop_rx.await;
                 handle.shutdown().await;
