@@ -26,6 +26,12 @@ use crate::protocol::{parse_line, ParseError, Response};
 /// considered stuck and dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Initial read buffer per connection: one socket read can then bring in a
+/// whole pipelined chunk (about 64 VECSET lines of 128 floats, or a full batch
+/// of short lines), so a batch travels to the store as one message instead of
+/// many small ones. It grows only for a longer line (up to `max_request_bytes`).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// One step of a batch, decided synchronously from the parsed line.
 enum Step {
     Reply(Response),
@@ -57,9 +63,10 @@ impl ConnectionActor {
         ConnectionActor::create(move |ctx| {
             let _ = stream.set_nodelay(true);
             let (read, write) = stream.into_split();
-            ctx.add_stream(FramedRead::new(
+            ctx.add_stream(FramedRead::with_capacity(
                 read,
                 LineCodec::new(peers.config.api.max_request_bytes),
+                READ_BUFFER_BYTES,
             ));
             ConnectionActor {
                 id,

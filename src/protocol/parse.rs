@@ -239,7 +239,51 @@ fn parse_top_k(s: &str) -> Result<usize, ParseError> {
 
 /// A finite `f32`; `NaN`, `inf` and values that overflow to infinity (`1e39`) are not.
 fn parse_finite(s: &str) -> Option<f32> {
-    s.parse::<f32>().ok().filter(|v| v.is_finite())
+    fast_f32(s)
+        .or_else(|| s.parse::<f32>().ok())
+        .filter(|v| v.is_finite())
+}
+
+/// Powers of ten exactly representable in `f32` (5^10 < 2^24).
+const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+/// The common case of VECSET and SIMV, `[+-]digits[.digits]` with at most 7
+/// significant digits, without the general parser: the mantissa `m < 2^24` and
+/// `10^k` (k ≤ 10) are exact in `f32`, so the one IEEE division `m / 10^k` is
+/// correctly rounded — the same value `str::parse::<f32>` returns (Clinger's
+/// fast path). Anything else (exponents, more digits, `inf`, `nan`) is `None`
+/// and goes to the general parser.
+pub(crate) fn fast_f32(s: &str) -> Option<f32> {
+    let b = s.as_bytes();
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, b.get(1..)?),
+        b'+' => (false, b.get(1..)?),
+        _ => (false, b),
+    };
+    let mut m: u32 = 0;
+    let mut seen_digit = false;
+    let mut frac: Option<usize> = None;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                m = m.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
+                if m >= 1 << 24 {
+                    return None;
+                }
+                seen_digit = true;
+                if let Some(f) = frac.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return None,
+        }
+    }
+    if !seen_digit {
+        return None;
+    }
+    let v = m as f32 / *POW10_F32.get(frac.unwrap_or(0))?;
+    Some(if neg { -v } else { v })
 }
 
 fn parse_values(tokens: &[&str]) -> Result<Vec<f32>, ParseError> {
@@ -366,6 +410,76 @@ fn parse_dump(args: &[&str]) -> Result<DumpCommand, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast path returns bit for bit what `str::parse::<f32>` returns, and
+    /// declines what it cannot do exactly.
+    #[test]
+    fn fast_f32_agrees_with_the_standard_parser() {
+        let fixed = [
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "+1.5",
+            "1.",
+            ".5",
+            "-.5",
+            "16777215",
+            "16777216",
+            "1677721.5",
+            "0.1",
+            "0.2",
+            "0.3",
+            "-0.123456",
+            "0.0000001",
+            "0.00000000001",
+            "9999999",
+            "3.4028235",
+            "00000000000001",
+            "1.0000000",
+            "0.99999994",
+            "123.4567",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut cases: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 9) as usize + 1;
+            let m = (x >> 8) % 10u64.pow(digits as u32);
+            let point = ((x >> 40) % (digits as u64 + 2)) as usize;
+            let mut s = format!("{m:0digits$}");
+            if point <= digits {
+                s.insert(point, '.');
+            }
+            if x & (1 << 63) != 0 {
+                s.insert(0, '-');
+            }
+            cases.push(s);
+        }
+        for bad in [
+            "", "-", "+", ".", "-.", "1.2.3", "1e5", "inf", "nan", "1,5", "--1", "0x1",
+        ] {
+            assert_eq!(fast_f32(bad), None, "{bad:?}");
+        }
+        let mut fast = 0;
+        for s in &cases {
+            if let Some(v) = fast_f32(s) {
+                fast += 1;
+                let std: f32 = s.parse().expect("the fast path only takes valid floats");
+                assert_eq!(v.to_bits(), std.to_bits(), "{s:?}");
+            }
+        }
+        assert!(
+            fast > cases.len() / 2,
+            "the fast path took only {fast} of {}",
+            cases.len()
+        );
+    }
 
     fn ok(line: &str) -> Command {
         match parse_line(line) {

@@ -513,6 +513,14 @@ impl<'r, 'f> Cursor<'r, 'f> {
 
     /// A non-empty UTF-8 string; its length is checked before allocating.
     fn string(&mut self, what: &str) -> Result<String, SnapshotError> {
+        let mut s = String::new();
+        self.string_into(what, &mut s)?;
+        Ok(s)
+    }
+
+    /// `string` into a reused buffer: no allocation per record once `out` has
+    /// grown to the longest string (the VERIFY path and the hot pair loop).
+    fn string_into(&mut self, what: &str, out: &mut String) -> Result<(), SnapshotError> {
         let len = self.u64(what)?;
         if len == 0 {
             return Err(self.err(format_args!("empty {what}")));
@@ -524,7 +532,11 @@ impl<'r, 'f> Cursor<'r, 'f> {
             usize::try_from(len).map_err(|_| self.err(format_args!("{what} length {len} exceeds memory")))?;
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => {
+                out.clear();
+                out.push_str(s);
+                Ok(())
+            }
             Err(_) => Err(self.err(format_args!("invalid UTF-8 in {what}"))),
         }
     }
@@ -559,6 +571,7 @@ fn decode_events(
     let building = sink.is_some();
     let n_contexts = cur.count("context count", MIN_CONTEXT_LEN)?;
     let mut prev = String::new();
+    let mut id = String::new();
     let mut total: u64 = 0;
     let mut out: Vec<LoadedContext> = Vec::new();
     let mut out_records = 0usize;
@@ -592,7 +605,7 @@ fn decode_events(
             0
         });
         for _ in 0..n {
-            let id = cur.string("event id")?;
+            cur.string_into("event id", &mut id)?;
             let score = cur.i32("event score")?;
             let timestamp_ms = cur.u64("event timestamp")?;
             let kind = cur.u8("event kind")?;
@@ -616,7 +629,7 @@ fn decode_events(
             }
             if building {
                 events.push(LoadedEvent {
-                    id,
+                    id: id.clone(),
                     score,
                     timestamp_ms,
                     kind,
@@ -658,12 +671,12 @@ fn decode_pairs(
     if n != u64::from(header.pair_count) {
         return Err(cur.err(format_args!("{n} pairs, header says {}", header.pair_count)));
     }
-    let mut prev_a = String::new();
-    let mut prev_b = String::new();
+    let (mut a, mut b) = (String::new(), String::new());
+    let (mut prev_a, mut prev_b) = (String::new(), String::new());
     let mut out: Vec<LoadedPair> = Vec::new();
     for i in 0..n {
-        let a = cur.string("pair item")?;
-        let b = cur.string("pair item")?;
+        cur.string_into("pair item", &mut a)?;
+        cur.string_into("pair item", &mut b)?;
         let score = cur.f32("pair score")?;
         if a.as_bytes() >= b.as_bytes() {
             return Err(cur.err(format_args!(
@@ -687,16 +700,18 @@ fn decode_pairs(
                 show(&b)
             )));
         }
-        prev_a.clear();
-        prev_a.push_str(&a);
-        prev_b.clear();
-        prev_b.push_str(&b);
         if building {
             if out.len() >= batch {
                 emit(sink, LoadBatch::Pairs(std::mem::take(&mut out)))?;
             }
-            out.push(LoadedPair { a, b, score });
+            out.push(LoadedPair {
+                a: a.clone(),
+                b: b.clone(),
+                score,
+            });
         }
+        std::mem::swap(&mut prev_a, &mut a);
+        std::mem::swap(&mut prev_b, &mut b);
     }
     if !out.is_empty() {
         emit(sink, LoadBatch::Pairs(out))?;

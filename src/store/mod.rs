@@ -478,6 +478,10 @@ impl StoreImage {
     }
     /// Every unordered pair once, as `(a, b, score)` with `a < b` (byte order),
     /// sorted by `(a, b)`. Memory: O(items + largest row), never O(pairs).
+    ///
+    /// The names of the items with pairs are first copied into one buffer in
+    /// name order, so the millions of neighbour names a save writes are read
+    /// from a compact, ascending region instead of one heap string each.
     pub fn for_each_pair_sorted<E>(
         &self,
         mut f: impl FnMut(&str, &str, f32) -> Result<(), E>,
@@ -493,29 +497,42 @@ impl StoreImage {
             .collect();
         order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
         // Rank of each item in name order: rows are then sorted by comparing
-        // integers instead of strings. Every neighbour has a row (symmetry).
+        // integers instead of strings. Every neighbour has a row (symmetry); were
+        // one missing, its empty name would make the writer refuse the save.
         let mut rank = vec![u32::MAX; d.rows.len()];
+        let mut arena = String::with_capacity(order.iter().map(|&i| name(i).len()).sum());
+        let mut starts = Vec::with_capacity(order.len() + 1);
         for (r, &i) in order.iter().enumerate() {
             if let Some(slot) = rank.get_mut(i as usize) {
                 *slot = r as u32;
             }
+            starts.push(arena.len());
+            arena.push_str(name(i));
         }
+        starts.push(arena.len());
+        let by_rank = |r: u32| {
+            let r = r as usize;
+            match (starts.get(r), starts.get(r + 1)) {
+                (Some(&s), Some(&e)) => arena.get(s..e).unwrap_or(""),
+                _ => "",
+            }
+        };
         let rank_of = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
-        let mut buf: Vec<(u32, u32, f32)> = Vec::new();
+        let mut buf: Vec<(u32, f32)> = Vec::new();
         for (ra, &a) in order.iter().enumerate() {
             let ra = ra as u32;
-            let an = name(a);
+            let an = by_rank(ra);
             let Some(row) = d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
                 continue;
             };
             buf.clear();
             buf.extend(row.iter().filter_map(|(&b, &s)| {
                 let rb = rank_of(b);
-                (rb > ra).then_some((rb, b, s))
+                (rb > ra).then_some((rb, s))
             }));
-            buf.sort_unstable_by_key(|&(rb, _, _)| rb);
-            for &(_, b, s) in &buf {
-                f(an, name(b), s)?;
+            buf.sort_unstable_by_key(|&(rb, _)| rb);
+            for &(rb, s) in &buf {
+                f(an, by_rank(rb), s)?;
             }
         }
         Ok(())
