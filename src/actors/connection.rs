@@ -236,7 +236,11 @@ fn result_rows(op: &StoreOp) -> usize {
 
 /// Writes all of `bytes`; fails when one write call makes no progress within
 /// `stall` (the client is not reading) or the socket errs.
-async fn write_stalling(writer: &mut OwnedWriteHalf, mut bytes: &[u8], stall: Duration) -> std::io::Result<()> {
+async fn write_stalling(
+    writer: &mut OwnedWriteHalf,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
     while !bytes.is_empty() {
         match tokio::time::timeout(stall, writer.write(bytes)).await {
             Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
