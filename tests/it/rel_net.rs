@@ -596,15 +596,21 @@ fn load_test(conns: usize, cmds: usize, seed: u64) {
     let (acked, lost) = lost_writes(&models, &snap);
     // The snapshots taken during the run are complete, valid files.
     let during = read_snapshot(&dir.path().join("snapshots/during_load.nvec"));
+    let info = admin.cmd("INFO");
     let total = (conns * cmds) as u64;
     println!(
         "load: {conns} connections x {cmds} commands = {total} commands in {secs:.2} s \
          ({:.0} commands/s), errors {errors}, acknowledged writes {acked}, lost writes {lost}, \
          DUMP SAVE during the run {saves} ok / {} failed (last one holds {} contexts), \
-         RSS {base_rss} KiB before, peak {peak} KiB",
+         RSS {base_rss} KiB before, peak {peak} KiB; final state {} contexts, {} events, \
+         {} co-occurrence pairs, used_memory_bytes {}",
         total as f64 / secs,
         save_errors.len(),
-        during.contexts.len()
+        during.contexts.len(),
+        field(&info, "contexts"),
+        field(&info, "events"),
+        field(&info, "co_occurrence_pairs"),
+        field(&info, "used_memory_bytes"),
     );
     assert!(samples.is_empty(), "errors: {samples:?}");
     assert_eq!(errors, 0);
