@@ -33,7 +33,7 @@ use super::{Peers, Shutdown};
 use crate::protocol::codec::{Line, LineCodec};
 use crate::protocol::command::{Command, DumpCommand};
 use crate::protocol::response::BlockHead;
-use crate::protocol::{parse_line, ParseError, Response};
+use crate::protocol::{expected_shape, parse_line, ParseError, Response, Shape};
 
 /// Rendered output beyond this is written out before the batch goes on.
 pub const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
@@ -107,10 +107,6 @@ impl ConnectionActor {
         let mut steps = Vec::with_capacity(lines.len());
         for line in lines {
             let text = match line {
-                Line::Text(t) if t.contains('\0') => {
-                    steps.push(Step::Reply(Response::Error("NUL byte in request".into())));
-                    continue;
-                }
                 Line::Text(t) => t,
                 Line::InvalidUtf8 => {
                     steps.push(Step::Reply(Response::Error("Invalid UTF-8 in request".into())));
@@ -123,6 +119,16 @@ impl ConnectionActor {
                     break;
                 }
             };
+            // NUL bytes are refused, except in DUMP paths, which SPEC 4.2
+            // answers with `Invalid path`.
+            if text.contains('\0') && !matches!(parse_line(&text), Some(Ok(Command::Dump(_)))) {
+                let err = Response::Error("NUL byte in request".into());
+                steps.push(Step::Reply(match expected_shape(&text) {
+                    Shape::Block => block_error(err),
+                    _ => err,
+                }));
+                continue;
+            }
             let cmd = match parse_line(&text) {
                 None => continue,
                 Some(Err(e)) => {

@@ -226,6 +226,10 @@ fn nul_bytes_in_a_line_get_an_error_and_the_connection_stays_usable() {
         c.send_raw(b"\r\n");
         assert_eq!(c.read_line().as_deref(), Some("(error) NUL byte in request"));
     }
+    // Block commands get the error as a block; DUMP paths keep SPEC 4.2's reply.
+    assert_eq!(c.cmd("CONFIG SHOW api\0"), "(error) NUL byte in request\nEND");
+    let r = c.cmd("DUMP SAVE a\0b.nvec");
+    assert_eq!(r.lines().next(), Some("(error) Invalid path"), "{r}");
     assert_eq!(c.cmd("PING"), "OK PONG");
     // Nothing was stored.
     let info = c.cmd("INFO");
