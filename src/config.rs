@@ -41,6 +41,10 @@ pub struct ApiConfig {
     pub tcp: TcpConfig,
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    /// Seconds a connection may go without delivering a complete request line
+    /// (counted from its last request or reply) before it is closed; also the
+    /// write stall timeout. 0 = never close idle clients.
+    pub idle_timeout_sec: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +114,7 @@ impl Default for Config {
                 },
                 max_request_bytes: 16 * 1024 * 1024,
                 max_connections: 1000,
+                idle_timeout_sec: 300,
             },
             events: EventsConfig {
                 ctx_buffer_size: 50,
@@ -288,6 +293,7 @@ impl Config {
             ("api.tcp.port", self.api.tcp.port.to_string()),
             ("api.max_request_bytes", self.api.max_request_bytes.to_string()),
             ("api.max_connections", self.api.max_connections.to_string()),
+            ("api.idle_timeout_sec", self.api.idle_timeout_sec.to_string()),
             ("events.ctx_buffer_size", self.events.ctx_buffer_size.to_string()),
             (
                 "events.dedup_window_sec",

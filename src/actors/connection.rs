@@ -1,12 +1,25 @@
 //! `ConnectionActor`: one per TCP client. Reads framed request lines (every
 //! complete line buffered so far arrives as one batch), answers each in request
-//! order, and writes the replies of a batch with one socket write. While a batch
-//! is being answered the actor `wait`s, so it reads nothing more: a client that
-//! does not read its replies stops being read from (no unbounded buffering).
+//! order, and writes the replies. While a batch is being answered the actor
+//! `wait`s, so it reads nothing more: a client that does not read its replies
+//! stops being read from.
+//!
+//! Output is bounded: replies are rendered into one buffer, written with one
+//! socket write at the end of the batch (the fast path for small batches), or
+//! flushed as soon as it holds more than [`OUTPUT_FLUSH_BYTES`]; a flush that
+//! makes no progress for the stall timeout drops the client. Query replies come
+//! from the store in groups of about [`GROUP_RESULT_ROWS`] rows. So a
+//! connection holds at most `OUTPUT_FLUSH_BYTES` + one reply of rendered output
+//! and one group of unrendered replies, however large the batch.
+//!
+//! Idle clients: with `api.idle_timeout_sec` > 0, a timer checks every
+//! [`IDLE_CHECK_EVERY`] and closes, without a reply, a connection that has
+//! delivered no complete request line for that long since its last request or
+//! reply (a partial line does not count), like Redis's `timeout`.
 
 use actix::prelude::*;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -20,11 +33,22 @@ use super::{Peers, Shutdown};
 use crate::protocol::codec::{Line, LineCodec};
 use crate::protocol::command::{Command, DumpCommand};
 use crate::protocol::response::BlockHead;
-use crate::protocol::{parse_line, ParseError, Response};
+use crate::protocol::{expected_shape, parse_line, ParseError, Response, Shape};
 
-/// How long one batch's replies may take to be written before the client is
-/// considered stuck and dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rendered output beyond this is written out before the batch goes on.
+pub const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
+
+/// A store message carries queries whose `top_k` add up to at most this many
+/// result rows (one bigger query travels alone), so unrendered replies stay
+/// bounded too. Writes do not count: they reply with one short line.
+pub const GROUP_RESULT_ROWS: usize = 1024;
+
+/// Write stall timeout when `api.idle_timeout_sec` is 0: a write that makes no
+/// progress for this long drops the client.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the idle timer looks at a connection.
+pub const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Initial read buffer per connection: one socket read can then bring in a
 /// whole pipelined chunk (about 64 VECSET lines of 128 floats, or a full batch
@@ -49,6 +73,9 @@ pub struct ConnectionActor {
     authenticated: bool,
     peers: Peers,
     listener: Addr<ListenerActor>,
+    /// When the last complete request line arrived or the last batch's
+    /// replies were written.
+    last_activity: Instant,
 }
 
 impl ConnectionActor {
@@ -75,6 +102,7 @@ impl ConnectionActor {
                 authenticated: false,
                 peers,
                 listener,
+                last_activity: Instant::now(),
             }
         })
     }
@@ -98,6 +126,16 @@ impl ConnectionActor {
                     break;
                 }
             };
+            // NUL bytes are refused, except in DUMP paths, which SPEC 4.2
+            // answers with `Invalid path`.
+            if text.contains('\0') && !matches!(parse_line(&text), Some(Ok(Command::Dump(_)))) {
+                let err = Response::Error("NUL byte in request".into());
+                steps.push(Step::Reply(match expected_shape(&text) {
+                    Shape::Block => block_error(err),
+                    _ => err,
+                }));
+                continue;
+            }
             let cmd = match parse_line(&text) {
                 None => continue,
                 Some(Err(e)) => {
@@ -186,42 +224,135 @@ fn internal(e: impl std::fmt::Display) -> Response {
     Response::Error(format!("Internal error: {e}"))
 }
 
-/// Runs the steps in order; consecutive store operations go as one message.
-async fn run_steps(peers: Peers, listener: Addr<ListenerActor>, steps: Vec<Step>) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(64 * steps.len());
+/// `api.idle_timeout_sec` as a duration; None when 0 (off).
+fn idle_timeout(peers: &Peers) -> Option<Duration> {
+    match peers.config.api.idle_timeout_sec {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    }
+}
+
+/// How long a reply write may make no progress: the idle timeout, or
+/// [`DEFAULT_STALL_TIMEOUT`] when that is off.
+fn stall_timeout(peers: &Peers) -> Duration {
+    idle_timeout(peers).unwrap_or(DEFAULT_STALL_TIMEOUT)
+}
+
+/// Result rows a store operation's reply may hold (writes: none).
+fn result_rows(op: &StoreOp) -> usize {
+    match op {
+        StoreOp::QuerySimilar(a) => a.top_k,
+        StoreOp::QueryVector(a) => a.top_k,
+        _ => 0,
+    }
+}
+
+/// Writes all of `bytes`; fails when one write call makes no progress within
+/// `stall` (the client is not reading) or the socket errs.
+async fn write_stalling(
+    writer: &mut OwnedWriteHalf,
+    mut bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(stall, writer.write(bytes)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = bytes.get(n..).unwrap_or_default(),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Rendered replies on their way to the socket: flushed whenever they pass
+/// [`OUTPUT_FLUSH_BYTES`], and once at the end.
+struct Output<'a> {
+    buf: Vec<u8>,
+    writer: &'a mut OwnedWriteHalf,
+    stall: Duration,
+}
+
+impl Output<'_> {
+    async fn push(&mut self, r: &Response) -> std::io::Result<()> {
+        r.render(&mut self.buf);
+        if self.buf.len() > OUTPUT_FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            write_stalling(self.writer, &self.buf, self.stall).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Runs the steps in order, writing the replies to `writer`; consecutive store
+/// operations go as one message (split so their queries stay under
+/// [`GROUP_RESULT_ROWS`] rows). Returns whether the connection is to close
+/// (QUIT, overlong line); a write error or stall stops the batch there.
+async fn run_steps(
+    peers: Peers,
+    listener: Addr<ListenerActor>,
+    steps: Vec<Step>,
+    writer: &mut OwnedWriteHalf,
+) -> std::io::Result<bool> {
+    let stall = stall_timeout(&peers);
+    let mut out = Output {
+        buf: Vec::with_capacity((64 * steps.len()).min(OUTPUT_FLUSH_BYTES)),
+        writer,
+        stall,
+    };
     let mut close = false;
     let mut steps = steps.into_iter().peekable();
     while let Some(step) = steps.next() {
         match step {
-            Step::Reply(r) => r.render(&mut out),
+            Step::Reply(r) => out.push(&r).await?,
             Step::Close(r) => {
-                r.render(&mut out);
+                out.push(&r).await?;
                 close = true;
             }
             Step::Store(op) => {
+                let mut rows = result_rows(&op);
                 let mut ops = vec![op];
-                while let Some(Step::Store(_)) = steps.peek() {
+                while let Some(Step::Store(next)) = steps.peek() {
+                    let more = result_rows(next);
+                    if more > 0 && rows + more > GROUP_RESULT_ROWS {
+                        break;
+                    }
+                    rows += more;
                     if let Some(Step::Store(op)) = steps.next() {
                         ops.push(op);
                     }
                 }
                 let n = ops.len();
                 match peers.store.send(ExecuteBatch(ops)).await {
-                    Ok(replies) => replies.iter().for_each(|r| r.render(&mut out)),
+                    Ok(replies) => {
+                        for r in &replies {
+                            out.push(r).await?;
+                        }
+                    }
                     Err(e) => {
                         let r = internal(e);
-                        (0..n).for_each(|_| r.render(&mut out));
+                        for _ in 0..n {
+                            out.push(&r).await?;
+                        }
                     }
                 }
             }
             Step::Dump(cmd) => match peers.snapshot.send(DumpRequest(cmd)).await {
-                Ok(r) => r.render(&mut out),
-                Err(e) => block_error(internal(e)).render(&mut out),
+                Ok(r) => out.push(&r).await?,
+                Err(e) => out.push(&block_error(internal(e))).await?,
             },
-            Step::Info => info(&peers, &listener).await.render(&mut out),
+            Step::Info => out.push(&info(&peers, &listener).await).await?,
         }
     }
-    (out, close)
+    out.flush().await?;
+    Ok(close)
 }
 
 /// The INFO block, gathered from every actor.
@@ -264,8 +395,23 @@ async fn info(peers: &Peers, listener: &Addr<ListenerActor>) -> Response {
 impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(conn_id = self.id, peer = %self.peer, "connection opened");
+        if let Some(timeout) = idle_timeout(&self.peers) {
+            // Not run while a batch is answered (`ctx.wait`); `last_activity`
+            // is renewed when it ends.
+            ctx.run_interval(IDLE_CHECK_EVERY.min(timeout), move |act, ctx| {
+                if act.last_activity.elapsed() >= timeout {
+                    tracing::info!(
+                        conn_id = act.id,
+                        peer = %act.peer,
+                        idle_timeout_sec = timeout.as_secs(),
+                        "closing idle client"
+                    );
+                    ctx.stop();
+                }
+            });
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -284,6 +430,7 @@ impl StreamHandler<Result<Vec<Line>, std::io::Error>> for ConnectionActor {
                 return;
             }
         };
+        self.last_activity = Instant::now();
         let steps = self.plan(lines);
         if steps.is_empty() {
             return;
@@ -297,19 +444,23 @@ impl StreamHandler<Result<Vec<Line>, std::io::Error>> for ConnectionActor {
         };
         let (peers, listener, id) = (self.peers.clone(), self.listener.clone(), self.id);
         let fut = async move {
-            let (bytes, close) = run_steps(peers, listener, steps).await;
-            let written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes)).await;
-            let ok = matches!(written, Ok(Ok(())));
-            if !ok {
-                tracing::debug!(conn_id = id, "write failed or timed out; dropping client");
-            }
-            if close {
-                let _ = writer.shutdown().await;
-            }
-            (writer, ok && !close)
+            let keep = match run_steps(peers, listener, steps, &mut writer).await {
+                Ok(close) => {
+                    if close {
+                        let _ = writer.shutdown().await;
+                    }
+                    !close
+                }
+                Err(e) => {
+                    tracing::info!(conn_id = id, error = %e, "reply write failed or stalled; dropping client");
+                    false
+                }
+            };
+            (writer, keep)
         };
         ctx.wait(fut.into_actor(self).map(|(writer, keep), act, ctx| {
             act.writer = Some(writer);
+            act.last_activity = Instant::now();
             if !keep {
                 ctx.stop();
             }

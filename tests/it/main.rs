@@ -12,6 +12,7 @@ mod rel_diskfull;
 mod rel_faults;
 mod rel_integrity;
 mod rel_kill9;
+mod rel_net;
 mod rel_paths;
 mod rel_races;
 mod rel_util;

@@ -152,6 +152,19 @@ fn connections_over_the_limit_get_an_error() {
         Some("(error) Too many connections: limit is 2")
     );
     assert!(c.is_closed());
+    // Refused clients never count, however many there are, and the admitted
+    // ones keep working.
+    for _ in 0..20 {
+        let mut r = server.client();
+        assert_eq!(
+            r.read_line().as_deref(),
+            Some("(error) Too many connections: limit is 2")
+        );
+        assert!(r.is_closed());
+    }
+    let info = a.cmd("INFO");
+    assert!(info.contains("\nconnected_clients: 2\n"), "{info}");
+    assert_eq!(b.cmd("PING"), "OK PONG");
     drop(a);
     assert!(crate::support::wait_until(
         std::time::Duration::from_secs(10),
