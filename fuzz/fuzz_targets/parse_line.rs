@@ -140,7 +140,11 @@ fn check_line(line: &str) {
 
 fuzz_target!(|data: &[u8]| {
     let lines = codec_lines(data);
-    assert_eq!(lines, reference_lines(data), "codec framing differs from the reference");
+    assert_eq!(
+        lines,
+        reference_lines(data),
+        "codec framing differs from the reference"
+    );
     for line in &lines {
         if let Line::Text(t) = line {
             assert!(t.len() <= LIMIT && !t.contains('\n'));

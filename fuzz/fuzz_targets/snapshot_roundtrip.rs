@@ -208,12 +208,7 @@ fn round_trip(m: &Model, created_at: i64, opts: LoadOptions) {
     };
     let back = back.expect("records of an accepted file");
     let expected = Model {
-        contexts: m
-            .contexts
-            .iter()
-            .filter(|c| !c.1.is_empty())
-            .cloned()
-            .collect(),
+        contexts: m.contexts.iter().filter(|c| !c.1.is_empty()).cloned().collect(),
         ..m.clone()
     };
     assert!(same_model(&expected, &back), "round trip changed the state");

@@ -5,8 +5,8 @@
 //! scratch file per process: created once on a tmpfs when there is one,
 //! unlinked at once (nothing is left behind, whatever way the process ends),
 //! then truncated and rewritten for each input.
-use nvecd::snapshot::reader::set_crc_checks;
 use nvecd::snapshot::format::{FOOTER_LEN, HEADER_LEN, SECTION_CRC_LEN};
+use nvecd::snapshot::reader::set_crc_checks;
 use nvecd::snapshot::testkit::{fix_file_crc, fix_section_crc, payload_ranges, Model};
 use nvecd::snapshot::{
     load_file, verify_file, write_source, Header, LoadOptions, SnapshotError, VerifyReport,
@@ -185,7 +185,11 @@ fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
             LoadBatch::Vectors(vs) => {
                 assert!(stage >= 2, "vectors before the dimension");
                 stage = 3;
-                assert!(!vs.is_empty() && vs.len() <= limit, "vectors batch of {}", vs.len());
+                assert!(
+                    !vs.is_empty() && vs.len() <= limit,
+                    "vectors batch of {}",
+                    vs.len()
+                );
                 for v in vs {
                     assert_eq!(Some(v.values.len()), dimension, "vector of another dimension");
                     m.vectors.push((v.id, v.values));
@@ -210,14 +214,12 @@ pub fn same_model(a: &Model, b: &Model) -> bool {
     }
     a.contexts == b.contexts
         && a.pairs.len() == b.pairs.len()
-        && a
-            .pairs
+        && a.pairs
             .iter()
             .zip(&b.pairs)
             .all(|(x, y)| x.0 == y.0 && x.1 == y.1 && x.2.to_bits() == y.2.to_bits())
         && a.vectors.len() == b.vectors.len()
-        && a
-            .vectors
+        && a.vectors
             .iter()
             .zip(&b.vectors)
             .all(|(x, y)| x.0 == y.0 && bits(&x.1) == bits(&y.1))
