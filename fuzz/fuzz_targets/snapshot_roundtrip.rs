@@ -25,9 +25,12 @@ const MAX_PAIRS: usize = 64;
 const MAX_VECTORS: usize = 64;
 const MAX_DIMENSION: usize = 16;
 
+/// A context name and its events: id, score, timestamp, kind byte (mod 3).
+type RawContext = (String, Vec<(String, i32, u64, u8)>);
+
 #[derive(Debug, Arbitrary)]
 struct Input {
-    contexts: Vec<(String, Vec<(String, i32, u64, u8)>)>,
+    contexts: Vec<RawContext>,
     pairs: Vec<(String, String, f32)>,
     /// Dimension of the clean model, 1..=MAX_DIMENSION.
     dimension: u8,
