@@ -31,10 +31,36 @@ pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// vectors grow past it only as records are actually read.
 const MAX_PREALLOC: usize = 1024;
 
-/// Fuzz builds (`--cfg fuzzing`, set by cargo-fuzz) skip the CRC comparisons so
-/// mutated inputs reach the decoder. Never set in a normal build.
-#[allow(unexpected_cfgs)]
-const SKIP_CRC_CHECKS: bool = cfg!(fuzzing);
+/// Whether the CRC comparisons are made. In a normal build this is the
+/// constant `true`: the checks are always on and the branch costs nothing.
+#[cfg(not(fuzzing))]
+#[inline(always)]
+fn crc_checks_on() -> bool {
+    true
+}
+
+#[cfg(fuzzing)]
+thread_local! {
+    /// Fuzz builds (`--cfg fuzzing`, set by cargo-fuzz) skip the CRC
+    /// comparisons by default so mutated inputs reach the decoder; a target
+    /// that wants them turns them back on for its thread with
+    /// [`set_crc_checks`]. One fuzz build thus serves both kinds of target.
+    /// Never compiled in a normal build.
+    static CRC_CHECKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(fuzzing)]
+fn crc_checks_on() -> bool {
+    CRC_CHECKS.with(std::cell::Cell::get)
+}
+
+/// Fuzz builds only: turns the CRC comparisons of this thread's reads on
+/// (`true`) or off (`false`, the default under `cfg(fuzzing)`). Does not
+/// exist in a normal build, where the checks are always on.
+#[cfg(fuzzing)]
+pub fn set_crc_checks(on: bool) {
+    CRC_CHECKS.with(|c| c.set(on));
+}
 
 /// What `verify_file` and `load_file` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +289,7 @@ fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
     s.r.read_exact(&mut footer).map_err(&io)?;
     let (stored_crc, reserved) = split_footer(&footer);
 
-    if !SKIP_CRC_CHECKS && stored_crc != file_crc {
+    if crc_checks_on() && stored_crc != file_crc {
         return Err(SnapshotError::CrcMismatch {
             expected: stored_crc,
             actual: file_crc,
@@ -278,7 +304,7 @@ fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
         return Err(corrupt(msg));
     }
     for (span, stored) in &spans {
-        if !SKIP_CRC_CHECKS && span.crc != *stored {
+        if crc_checks_on() && span.crc != *stored {
             return Err(SnapshotError::SectionCrcMismatch {
                 section: span.section.name(),
             });
@@ -441,7 +467,7 @@ impl<'r, 'f> Cursor<'r, 'f> {
         if self.remaining != 0 {
             return Err(self.err(format_args!("{} trailing bytes", self.remaining)));
         }
-        if !SKIP_CRC_CHECKS && self.crc.clone().finalize() != span.crc {
+        if crc_checks_on() && self.crc.clone().finalize() != span.crc {
             // The file changed between pass A and pass B.
             return Err(SnapshotError::SectionCrcMismatch {
                 section: self.section.name(),

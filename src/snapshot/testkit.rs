@@ -103,9 +103,12 @@ pub fn payload_ranges(bytes: &[u8]) -> Option<[Range<usize>; 3]> {
         let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into().ok()?)).ok()?;
         let start = pos + SECTION_PREFIX_LEN;
         let end = start.checked_add(len)?;
-        bytes.get(start..end + SECTION_CRC_LEN)?;
+        // checked: a length just short of usize::MAX overflowed here (found
+        // by the `snapshot_reader` fuzz target)
+        let crc_end = end.checked_add(SECTION_CRC_LEN)?;
+        bytes.get(start..crc_end)?;
         out.push(start..end);
-        pos = end + SECTION_CRC_LEN;
+        pos = crc_end;
     }
     out.try_into().ok()
 }

@@ -1297,3 +1297,28 @@ fn large_file_throughput() {
         mb / l.as_secs_f64()
     );
 }
+
+// ---------------------------------------------------------------- fuzz findings
+// Inputs found by the cargo-fuzz targets in `fuzz/` (see fuzz/README.md),
+// minimised with `cargo fuzz tmin` and kept here inline.
+
+/// `snapshot_reader` target: a first section whose payload length
+/// (0xFFFF_FFFF_FFFF_FFCB) ends the payload exactly at `usize::MAX` made
+/// `testkit::payload_ranges` overflow adding the CRC's 4 bytes (a panic in
+/// debug builds, a wrapped range in release). It must say `None` (framing not
+/// followable), and `fix_all_crcs` must then fix only the file CRC.
+#[test]
+fn regression_fuzz_payload_ranges_length_ending_at_usize_max() {
+    let input = hex(
+        "4e560000 00000000 0080b402 00000000 000000cb ffffe243 396f988b 5c5c7b02
+         986f8b5c 5c7b0200 00000000 cbffffff ffffffff",
+    );
+    assert_eq!(input.len(), 52);
+    assert_eq!(testkit::payload_ranges(&input), None);
+    let mut fixed = input.clone();
+    testkit::fix_all_crcs(&mut fixed);
+    assert_eq!(fixed[..44], input[..44]);
+    assert_eq!(fixed[48..], input[48..]);
+    // and the reader refuses it without panicking
+    assert!(matches!(verify(&input), Err(SnapshotError::BadMagic)));
+}
