@@ -75,12 +75,28 @@ impl CoIndex {
             }
         }
         self.entries += added;
+        self.warm(a, partners);
         for &(b, p) in partners {
             if p == 0.0 || b == a {
                 continue;
             }
             self.update(b, a, |v| *v += p, p);
         }
+    }
+
+    /// Read-only lookups of `co[b][a]` for every partner, ahead of the updates.
+    /// Each update of another item's row is a chain of dependent cache misses
+    /// (row pointer, row header, hash slot); these lean, independent lookups
+    /// let the CPU overlap the misses of many partners, so the updates that
+    /// follow find their rows in cache. No effect on the result.
+    fn warm(&self, a: u32, partners: &[(u32, f32)]) {
+        let mut found = 0u32;
+        for &(b, _) in partners {
+            if let Some(Some(row)) = self.rows.get(b as usize) {
+                found = found.wrapping_add(u32::from(row.contains_key(&a)));
+            }
+        }
+        std::hint::black_box(found);
     }
 
     /// `set(a, b, score)` for every `(b, score)` of `pairs` (snapshot load),
@@ -104,6 +120,7 @@ impl CoIndex {
             }
         }
         self.entries += added;
+        self.warm(a, pairs);
         for &(b, score) in pairs {
             if b != a {
                 self.update(b, a, |v| *v = score, score);
