@@ -162,20 +162,13 @@ fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
                     records <= limit || cs.len() == 1,
                     "contexts batch of {records} records, limit {limit}"
                 );
-                for c in cs {
-                    let evs = c
-                        .events
-                        .into_iter()
-                        .map(|e| (e.id, e.score, e.timestamp_ms, e.kind))
-                        .collect();
-                    m.contexts.push((c.name, evs));
-                }
+                m.push_contexts(cs);
             }
             LoadBatch::Pairs(ps) => {
                 assert!(stage <= 1, "pairs batch out of order");
                 stage = 1;
                 assert!(!ps.is_empty() && ps.len() <= limit, "pairs batch of {}", ps.len());
-                m.pairs.extend(ps.into_iter().map(|p| (p.a, p.b, p.score)));
+                m.push_pairs(ps);
             }
             LoadBatch::Dimension(d) => {
                 assert!(stage <= 1, "second or late dimension batch");

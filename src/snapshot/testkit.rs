@@ -5,7 +5,7 @@
 use super::format::{Section, FOOTER_LEN, HEADER_LEN, SECTION_CRC_LEN, SECTION_PREFIX_LEN};
 use super::writer::SnapshotSource;
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, EventView};
+use crate::store::{EventKind, EventView, LoadedContext, LoadedPair};
 use std::ops::Range;
 
 /// One context of a `Model`: name and `(id, score, timestamp_ms, kind)` events.
@@ -18,6 +18,25 @@ pub struct Model {
     pub contexts: Vec<ModelContext>,
     pub pairs: Vec<(String, String, f32)>,
     pub vectors: Vec<(String, Vec<f32>)>,
+}
+
+impl Model {
+    /// Appends decoded contexts (what a `LoadBatch::Contexts` carries).
+    pub fn push_contexts(&mut self, contexts: Vec<LoadedContext>) {
+        for c in contexts {
+            let events = c
+                .events
+                .into_iter()
+                .map(|e| (e.id, e.score, e.timestamp_ms, e.kind))
+                .collect();
+            self.contexts.push((c.name, events));
+        }
+    }
+
+    /// Appends decoded pairs (what a `LoadBatch::Pairs` carries).
+    pub fn push_pairs(&mut self, pairs: Vec<LoadedPair>) {
+        self.pairs.extend(pairs.into_iter().map(|p| (p.a, p.b, p.score)));
+    }
 }
 
 impl SnapshotSource for Model {

@@ -123,17 +123,8 @@ fn batches_to_model(batches: Vec<LoadBatch>) -> (Model, Vec<usize>) {
     let mut dims = Vec::new();
     for b in batches {
         match b {
-            LoadBatch::Contexts(cs) => {
-                for c in cs {
-                    let evs = c
-                        .events
-                        .into_iter()
-                        .map(|e| (e.id, e.score, e.timestamp_ms, e.kind))
-                        .collect();
-                    m.contexts.push((c.name, evs));
-                }
-            }
-            LoadBatch::Pairs(ps) => m.pairs.extend(ps.into_iter().map(|p| (p.a, p.b, p.score))),
+            LoadBatch::Contexts(cs) => m.push_contexts(cs),
+            LoadBatch::Pairs(ps) => m.push_pairs(ps),
             LoadBatch::Dimension(d) => dims.push(d),
             LoadBatch::Vectors(vs) => m.vectors.extend(vs.into_iter().map(|v| (v.id, v.values))),
         }

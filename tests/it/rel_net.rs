@@ -46,15 +46,19 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(_) => return true,
         }
     }
     false
+}
+
+/// A read that timed out (the socket is still open).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 #[test]
@@ -80,11 +84,7 @@ fn idle_timeout_closes_idle_and_trickling_clients_but_not_active_ones() {
             match s.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => return false, // the server must not answer a partial line
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if is_timeout(&e) => {}
                 Err(_) => return true,
             }
         }
