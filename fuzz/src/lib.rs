@@ -11,7 +11,7 @@ use nvecd::snapshot::testkit::{fix_file_crc, fix_section_crc, payload_ranges, Mo
 use nvecd::snapshot::{
     load_file, verify_file, write_source, Header, LoadOptions, SnapshotError, VerifyReport,
 };
-use nvecd::store::LoadBatch;
+use nvecd::store::{LoadBatch, PairNames};
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Seek, SeekFrom, Write};
@@ -149,6 +149,7 @@ pub fn read_checked(bytes: &[u8], opts: LoadOptions, crc: bool) -> (Verdict, Opt
 fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
     let limit = opts.batch_records.max(1);
     let mut m = Model::default();
+    let mut names = PairNames::default();
     // 0 contexts, 1 pairs, 2 dimension seen, 3 vectors
     let mut stage = 0;
     let mut dimension = None;
@@ -167,8 +168,9 @@ fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
             LoadBatch::Pairs(ps) => {
                 assert!(stage <= 1, "pairs batch out of order");
                 stage = 1;
-                assert!(!ps.is_empty() && ps.len() <= limit, "pairs batch of {}", ps.len());
-                m.push_pairs(ps);
+                let n = ps.pairs.len();
+                assert!(n > 0 && n <= limit, "pairs batch of {n}");
+                m.push_pairs(&mut names, ps);
             }
             LoadBatch::Dimension(d) => {
                 assert!(stage <= 1, "second or late dimension batch");

@@ -18,7 +18,7 @@ use super::format::{
     MIN_PAIR_LEN, MIN_VECTOR_LEN, SECTION_CRC_LEN, SECTION_OVERHEAD, SECTION_PREFIX_LEN, VERSION,
 };
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedPair, LoadedVector};
+use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedVector, PairBatch, PairNamer};
 use crc32fast::Hasher;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -699,7 +699,9 @@ fn decode_pairs(
     }
     let (mut a, mut b) = (String::new(), String::new());
     let (mut prev_a, mut prev_b) = (String::new(), String::new());
-    let mut out: Vec<LoadedPair> = Vec::new();
+    let mut out = PairBatch::default();
+    let mut namer = PairNamer::default();
+    let mut a_id: Option<u32> = None;
     for i in 0..n {
         cur.string_into("pair item", &mut a)?;
         cur.string_into("pair item", &mut b)?;
@@ -727,19 +729,32 @@ fn decode_pairs(
             )));
         }
         if building {
-            if out.len() >= batch {
+            if out.pairs.len() >= batch {
                 emit(sink, LoadBatch::Pairs(std::mem::take(&mut out)))?;
             }
-            out.push(LoadedPair {
-                a: a.clone(),
-                b: b.clone(),
-                score,
-            });
+            // `a` repeats over a whole row: named once per run.
+            if i == 0 || a != prev_a {
+                a_id = None;
+            }
+            let ia = match a_id {
+                Some(id) => id,
+                None => {
+                    let id = namer
+                        .id(&a, &mut out.new_names)
+                        .ok_or_else(|| cur.err("too many item names"))?;
+                    a_id = Some(id);
+                    id
+                }
+            };
+            let ib = namer
+                .id(&b, &mut out.new_names)
+                .ok_or_else(|| cur.err("too many item names"))?;
+            out.pairs.push((ia, ib, score));
         }
         std::mem::swap(&mut prev_a, &mut a);
         std::mem::swap(&mut prev_b, &mut b);
     }
-    if !out.is_empty() {
+    if !out.pairs.is_empty() {
         emit(sink, LoadBatch::Pairs(out))?;
     }
     Ok(())

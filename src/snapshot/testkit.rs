@@ -5,7 +5,7 @@
 use super::format::{Section, FOOTER_LEN, HEADER_LEN, SECTION_CRC_LEN, SECTION_PREFIX_LEN};
 use super::writer::SnapshotSource;
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, EventView, LoadedContext, LoadedPair};
+use crate::store::{EventKind, EventView, LoadedContext, PairBatch, PairNames};
 use std::ops::Range;
 
 /// One context of a `Model`: name and `(id, score, timestamp_ms, kind)` events.
@@ -33,9 +33,14 @@ impl Model {
         }
     }
 
-    /// Appends decoded pairs (what a `LoadBatch::Pairs` carries).
-    pub fn push_pairs(&mut self, pairs: Vec<LoadedPair>) {
-        self.pairs.extend(pairs.into_iter().map(|p| (p.a, p.b, p.score)));
+    /// Appends decoded pairs (what a `LoadBatch::Pairs` carries), naming them
+    /// with `names`, which must have seen every earlier batch of the load.
+    ///
+    /// # Panics
+    /// On a number the batches never named (a reader bug).
+    pub fn push_pairs(&mut self, names: &mut PairNames, batch: PairBatch) {
+        let pairs = names.resolve(batch).expect("every pair number was named");
+        self.pairs.extend(pairs);
     }
 }
 

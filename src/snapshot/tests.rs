@@ -120,11 +120,12 @@ fn testdata(name: &str) -> PathBuf {
 
 fn batches_to_model(batches: Vec<LoadBatch>) -> (Model, Vec<usize>) {
     let mut m = Model::default();
+    let mut names = crate::store::PairNames::default();
     let mut dims = Vec::new();
     for b in batches {
         match b {
             LoadBatch::Contexts(cs) => m.push_contexts(cs),
-            LoadBatch::Pairs(ps) => m.push_pairs(ps),
+            LoadBatch::Pairs(ps) => m.push_pairs(&mut names, ps),
             LoadBatch::Dimension(d) => dims.push(d),
             LoadBatch::Vectors(vs) => m.vectors.extend(vs.into_iter().map(|v| (v.id, v.values))),
         }
@@ -392,7 +393,7 @@ fn load_batches_are_bounded_and_ordered() {
     for b in &batches {
         let (p, n) = match b {
             LoadBatch::Contexts(cs) => (0, cs.iter().map(|c| 1 + c.events.len()).sum()),
-            LoadBatch::Pairs(ps) => (1, ps.len()),
+            LoadBatch::Pairs(ps) => (1, ps.pairs.len()),
             LoadBatch::Dimension(_) => (2, 1),
             LoadBatch::Vectors(vs) => (3, vs.len()),
         };

@@ -24,6 +24,7 @@ mod intern;
 mod similarity;
 mod vectors;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -178,12 +179,70 @@ pub struct LoadedContext {
     pub events: Vec<LoadedEvent>,
 }
 
-/// One unordered pair, `a < b`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadedPair {
-    pub a: String,
-    pub b: String,
-    pub score: f32,
+/// Unordered pairs `a < b` of a snapshot load. Items are named by numbers
+/// local to the load: each batch first lists the names met for the first time
+/// in this load (numbered on from the previous batches' names), then the pairs
+/// as `(a, b, score)` in those numbers. The reader names each item once per
+/// load instead of allocating two strings per pair, and the store interns each
+/// name once instead of once per pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairBatch {
+    /// Names first met in this batch; the first gets the next free number.
+    pub new_names: Vec<String>,
+    /// `(a, b, score)` in load-local numbers.
+    pub pairs: Vec<(u32, u32, f32)>,
+}
+
+/// Numbers names for `PairBatch`es (the reader, and tests that build batches).
+/// Holds one copy of each distinct name met, as it is met.
+#[derive(Debug, Default)]
+pub struct PairNamer {
+    ids: HashMap<Box<str>, u32, ahash::RandomState>,
+}
+
+impl PairNamer {
+    /// The number of `name`, appending it to `new_names` when it is new;
+    /// `None` past `u32::MAX` names.
+    pub fn id(&mut self, name: &str, new_names: &mut Vec<String>) -> Option<u32> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        let id = u32::try_from(self.ids.len()).ok()?;
+        self.ids.insert(name.into(), id);
+        new_names.push(name.to_owned());
+        Some(id)
+    }
+
+    /// One batch of named pairs, numbered on from this namer's earlier batches.
+    pub fn batch<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str, f32)>) -> PairBatch {
+        let mut out = PairBatch::default();
+        for (a, b, score) in pairs {
+            let (Some(a), Some(b)) = (self.id(a, &mut out.new_names), self.id(b, &mut out.new_names)) else {
+                break;
+            };
+            out.pairs.push((a, b, score));
+        }
+        out
+    }
+}
+
+/// Turns `PairBatch`es back into named pairs (tests and tools).
+#[derive(Debug, Default)]
+pub struct PairNames {
+    names: Vec<String>,
+}
+
+impl PairNames {
+    /// The batch's pairs by name; `None` if it uses a number never named.
+    pub fn resolve(&mut self, batch: PairBatch) -> Option<Vec<(String, String, f32)>> {
+        self.names.extend(batch.new_names);
+        let name = |n: u32| self.names.get(n as usize).cloned();
+        batch
+            .pairs
+            .into_iter()
+            .map(|(a, b, score)| Some((name(a)?, name(b)?, score)))
+            .collect()
+    }
 }
 
 /// One item's vector.
@@ -198,7 +257,7 @@ pub struct LoadedVector {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadBatch {
     Contexts(Vec<LoadedContext>),
-    Pairs(Vec<LoadedPair>),
+    Pairs(PairBatch),
     Dimension(usize),
     Vectors(Vec<LoadedVector>),
 }
@@ -565,6 +624,8 @@ impl StoreImage {
 /// context without events is skipped.
 pub struct StoreBuilder {
     store: Store,
+    /// Store item number of each load-local pair name (`PairBatch`).
+    pair_items: Vec<u32>,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -580,6 +641,7 @@ impl StoreBuilder {
     pub fn new(cfg: StoreConfig) -> Self {
         Self {
             store: Store::new(cfg),
+            pair_items: Vec::new(),
         }
     }
     /// Adds one batch; `InvalidData` for records that cannot form a valid store.
@@ -591,41 +653,43 @@ impl StoreBuilder {
                     s.load_context(c)?;
                 }
             }
-            LoadBatch::Pairs(list) => {
-                // Pairs come sorted by `a`: intern each `a` once and fill its
-                // row in one go (one copy-on-write check per run, not per pair).
+            LoadBatch::Pairs(batch) => {
+                for name in &batch.new_names {
+                    let n = s.items.intern(name);
+                    self.pair_items.push(n);
+                }
+                let item = |local: u32| {
+                    self.pair_items.get(local as usize).copied().ok_or_else(|| {
+                        StoreError::InvalidData(format!("pair names item #{local}, never named"))
+                    })
+                };
+                // Pairs come sorted by `a`: fill each `a`'s row in one go (one
+                // copy-on-write check per run, not per pair).
                 let mut run: Vec<(u32, f32)> = Vec::new();
-                let mut current: Option<(String, u32)> = None;
-                for p in list {
-                    if p.a == p.b {
+                let mut current: Option<(u32, u32)> = None;
+                for &(la, lb, score) in &batch.pairs {
+                    if !(score.is_finite() && score > 0.0) {
                         return Err(StoreError::InvalidData(format!(
-                            "pair of item {} with itself",
-                            p.a
+                            "pair #{la} #{lb} has score {score}, must be positive"
                         )));
                     }
-                    if !(p.score.is_finite() && p.score > 0.0) {
-                        return Err(StoreError::InvalidData(format!(
-                            "pair {} {} has score {}, must be positive",
-                            p.a, p.b, p.score
-                        )));
-                    }
-                    let a = match &current {
-                        Some((name, n)) if *name == p.a => *n,
+                    let a = match current {
+                        Some((l, n)) if l == la => n,
                         _ => {
                             if let Some((_, prev)) = current.take() {
                                 s.co.set_all(prev, &run);
                                 run.clear();
                             }
-                            let n = s.items.intern(&p.a);
-                            current = Some((p.a, n));
+                            let n = item(la)?;
+                            current = Some((la, n));
                             n
                         }
                     };
-                    let b = s.items.intern(&p.b);
+                    let b = item(lb)?;
                     if a == b {
                         return Err(StoreError::InvalidData("pair of an item with itself".into()));
                     }
-                    run.push((b, p.score));
+                    run.push((b, score));
                 }
                 if let Some((_, a)) = current {
                     s.co.set_all(a, &run);

@@ -95,12 +95,9 @@ fn rebuild(img: &StoreImage, cfg: StoreConfig) -> Result<Store, StoreError> {
             })
             .collect(),
     ))?;
-    b.apply(LoadBatch::Pairs(
-        pairs
-            .into_iter()
-            .map(|(a, b, score)| LoadedPair { a, b, score })
-            .collect(),
-    ))?;
+    b.apply(LoadBatch::Pairs(PairNamer::default().batch(
+        pairs.iter().map(|(a, b, score)| (a.as_str(), b.as_str(), *score)),
+    )))?;
     b.apply(LoadBatch::Dimension(img.stats().dimension as usize))?;
     b.apply(LoadBatch::Vectors(
         vecs.into_iter()
@@ -737,13 +734,7 @@ fn builder_rejects_a_dimension_that_differs_from_the_default() {
 
 #[test]
 fn builder_rejects_inconsistent_records() {
-    let pair = |a: &str, b: &str, score| {
-        LoadBatch::Pairs(vec![LoadedPair {
-            a: a.into(),
-            b: b.into(),
-            score,
-        }])
-    };
+    let pair = |a: &str, b: &str, score| LoadBatch::Pairs(PairNamer::default().batch([(a, b, score)]));
     let ctx = |score, kind| {
         LoadBatch::Contexts(vec![LoadedContext {
             name: "u".into(),
