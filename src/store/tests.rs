@@ -1016,3 +1016,39 @@ fn random_vectors_match_a_naive_model() {
     }
     assert_eq!(s.stats().vectors, m.len() as u64);
 }
+
+#[test]
+fn pair_batches_name_each_item_once_per_load() {
+    let mut namer = PairNamer::default();
+    let first = namer.batch([("a", "b", 1.0), ("a", "c", 2.0)]);
+    assert_eq!(first.new_names, vec!["a", "b", "c"]);
+    assert_eq!(first.pairs, vec![(0, 1, 1.0), (0, 2, 2.0)]);
+    // The next batch numbers on and lists only the names it adds.
+    let second = namer.batch([("b", "c", 3.0), ("b", "d", 4.0)]);
+    assert_eq!(second.new_names, vec!["d"]);
+    assert_eq!(second.pairs, vec![(1, 2, 3.0), (1, 3, 4.0)]);
+    let mut names = PairNames::default();
+    assert_eq!(
+        names.resolve(first),
+        Some(vec![("a".into(), "b".into(), 1.0), ("a".into(), "c".into(), 2.0)])
+    );
+    assert_eq!(
+        names.resolve(second),
+        Some(vec![("b".into(), "c".into(), 3.0), ("b".into(), "d".into(), 4.0)])
+    );
+    let unnamed = PairBatch {
+        new_names: Vec::new(),
+        pairs: vec![(0, 9, 1.0)],
+    };
+    assert_eq!(names.resolve(unnamed), None);
+    // A builder refuses a number no batch named.
+    let mut b = StoreBuilder::new(StoreConfig::default());
+    let bad = PairBatch {
+        new_names: vec!["x".into()],
+        pairs: vec![(0, 1, 1.0)],
+    };
+    assert!(matches!(
+        b.apply(LoadBatch::Pairs(bad)),
+        Err(StoreError::InvalidData(_))
+    ));
+}
