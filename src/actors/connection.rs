@@ -126,9 +126,10 @@ impl ConnectionActor {
                     break;
                 }
             };
+            let parsed = parse_line(&text);
             // NUL bytes are refused, except in DUMP paths, which SPEC 4.2
             // answers with `Invalid path`.
-            if text.contains('\0') && !matches!(parse_line(&text), Some(Ok(Command::Dump(_)))) {
+            if text.contains('\0') && !matches!(parsed, Some(Ok(Command::Dump(_)))) {
                 let err = Response::Error("NUL byte in request".into());
                 steps.push(Step::Reply(match expected_shape(&text) {
                     Shape::Block => block_error(err),
@@ -136,7 +137,7 @@ impl ConnectionActor {
                 }));
                 continue;
             }
-            let cmd = match parse_line(&text) {
+            let cmd = match parsed {
                 None => continue,
                 Some(Err(e)) => {
                     let e = match e {
