@@ -668,11 +668,6 @@ impl StoreBuilder {
                 let mut run: Vec<(u32, f32)> = Vec::new();
                 let mut current: Option<(u32, u32)> = None;
                 for &(la, lb, score) in &batch.pairs {
-                    if !(score.is_finite() && score > 0.0) {
-                        return Err(StoreError::InvalidData(format!(
-                            "pair #{la} #{lb} has score {score}, must be positive"
-                        )));
-                    }
                     let a = match current {
                         Some((l, n)) if l == la => n,
                         _ => {
@@ -688,6 +683,14 @@ impl StoreBuilder {
                     let b = item(lb)?;
                     if a == b {
                         return Err(StoreError::InvalidData("pair of an item with itself".into()));
+                    }
+                    if !(score.is_finite() && score > 0.0) {
+                        let name = |n| name_of(s.items.names(), n);
+                        return Err(StoreError::InvalidData(format!(
+                            "pair {} {} has score {score}, must be positive",
+                            name(a),
+                            name(b)
+                        )));
                     }
                     run.push((b, score));
                 }

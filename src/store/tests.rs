@@ -770,6 +770,12 @@ fn builder_rejects_inconsistent_records() {
         let r: Result<(), StoreError> = batches.into_iter().try_for_each(|x| b.apply(x));
         assert!(matches!(r, Err(StoreError::InvalidData(_))), "{r:?}");
     }
+    // Pair errors name the items, not the batch's load-local numbers.
+    let r = StoreBuilder::new(cfg()).apply(pair("a", "b", 0.0));
+    assert!(
+        matches!(&r, Err(StoreError::InvalidData(m)) if m == "pair a b has score 0, must be positive"),
+        "{r:?}"
+    );
 }
 
 #[test]
