@@ -16,6 +16,7 @@ use crate::cli::write_config;
 use crate::rel_util::{field, Rng};
 use crate::support::{wait_until, Client, TestBinary, TestServer};
 use nvecd::protocol::Shape;
+use nvecd::snapshot::testkit::Model;
 use nvecd::store::{EventKind, LoadBatch};
 
 /// INFO `connected_clients`.
@@ -481,30 +482,32 @@ struct SnapshotContent {
 }
 
 fn read_snapshot(path: &std::path::Path) -> SnapshotContent {
-    let mut out = SnapshotContent {
-        contexts: HashMap::new(),
-        vectors: HashMap::new(),
-    };
+    let mut model = Model::default();
     let mut file = std::fs::File::open(path).expect("open snapshot");
     nvecd::snapshot::load_file(&mut file, path, nvecd::snapshot::LoadOptions::default(), |b| {
         match b {
-            LoadBatch::Contexts(cs) => {
-                for c in cs {
-                    let evs = c.events.into_iter().map(|e| (e.id, e.score, e.kind)).collect();
-                    out.contexts.insert(c.name, evs);
-                }
-            }
-            LoadBatch::Vectors(vs) => {
-                for v in vs {
-                    out.vectors.insert(v.id, v.values);
-                }
-            }
+            LoadBatch::Contexts(cs) => model.push_contexts(cs),
+            LoadBatch::Vectors(vs) => model.vectors.extend(vs.into_iter().map(|v| (v.id, v.values))),
             _ => {}
         }
         Ok(())
     })
     .expect("snapshot loads");
-    out
+    SnapshotContent {
+        contexts: model
+            .contexts
+            .into_iter()
+            .map(|(name, evs)| {
+                (
+                    name,
+                    evs.into_iter()
+                        .map(|(id, score, _, kind)| (id, score, kind))
+                        .collect(),
+                )
+            })
+            .collect(),
+        vectors: model.vectors.into_iter().collect(),
+    }
 }
 
 /// Acknowledged writes the snapshot does not hold as acknowledged.
