@@ -16,10 +16,62 @@ use crate::protocol::response::BlockHead;
 use crate::protocol::Response;
 use crate::snapshot::files::{self, SnapshotDir};
 use crate::snapshot::{self, LoadOptions, SnapshotError};
-use crate::store::StoreStats;
+use crate::store::{LoadBatch, StoreStats};
 
 /// Records per batch streamed to the store during a load.
 const LOAD_BATCH_RECORDS: usize = 4096;
+
+/// Batches a load keeps in flight to the store: the reader decodes the next
+/// ones while the store applies the earlier ones (the two halves cost about
+/// the same, so overlapping them halves a LOAD), and memory stays bounded.
+const LOAD_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Feeds a load's batches to the `StoreActor` from the reader's blocking
+/// thread, with up to `LOAD_BATCHES_IN_FLIGHT` sent and not yet applied.
+///
+/// Order: every batch goes out through a fresh clone of the address, and a
+/// fresh sender is never parked, so `Addr::send` queues the message at once,
+/// in call order (a reused, parked sender would hold a message back until
+/// its request is polled and could let a later one overtake it).
+struct LoadFeed {
+    store: Addr<StoreActor>,
+    pending: std::collections::VecDeque<actix::dev::Request<StoreActor, ApplyLoadBatch>>,
+}
+
+impl LoadFeed {
+    fn new(store: Addr<StoreActor>) -> Self {
+        Self {
+            store,
+            pending: std::collections::VecDeque::with_capacity(LOAD_BATCHES_IN_FLIGHT),
+        }
+    }
+
+    /// Sends `batch`, first waiting for the oldest batch in flight when the
+    /// window is full; an error of an earlier batch stops the load here.
+    fn push(&mut self, rt: &tokio::runtime::Handle, batch: LoadBatch) -> Result<(), SnapshotError> {
+        if self.pending.len() >= LOAD_BATCHES_IN_FLIGHT {
+            self.wait_oldest(rt)?;
+        }
+        let sender = self.store.clone();
+        self.pending.push_back(sender.send(ApplyLoadBatch(batch)));
+        Ok(())
+    }
+
+    /// Waits until every batch sent has been applied.
+    fn drain(&mut self, rt: &tokio::runtime::Handle) -> Result<(), SnapshotError> {
+        while !self.pending.is_empty() {
+            self.wait_oldest(rt)?;
+        }
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self, rt: &tokio::runtime::Handle) -> Result<(), SnapshotError> {
+        match self.pending.pop_front() {
+            Some(request) => rt.block_on(request).map_err(mailbox)?,
+            None => Ok(()),
+        }
+    }
+}
 
 /// Where a save goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,9 +510,9 @@ impl SnapshotActor {
             let feeder = store.clone();
             let decoded = blocking(move || {
                 let rt = tokio::runtime::Handle::current();
-                snapshot::load_file(&mut file, &p, opts, |batch| {
-                    rt.block_on(feeder.send(ApplyLoadBatch(batch))).map_err(mailbox)?
-                })
+                let mut feed = LoadFeed::new(feeder);
+                snapshot::load_file(&mut file, &p, opts, |batch| feed.push(&rt, batch))?;
+                feed.drain(&rt)
             })
             .await;
             match decoded {

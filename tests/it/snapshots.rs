@@ -149,6 +149,78 @@ fn a_refused_load_leaves_live_data_untouched() {
     }
 }
 
+/// Many contexts over a few thousand items: tens of thousands of co-occurrence pairs,
+/// so a load streams many batches to the store (4,096 records each).
+fn populate_many_pairs(c: &mut Client) {
+    let mut batch = String::new();
+    let mut x: u64 = 7;
+    for ctx in 0..1_500 {
+        for j in 0..12 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let item = (x >> 33) % 2_000;
+            batch.push_str(&format!(
+                "EVENT m{ctx} ADD item{item} {}\r\n",
+                1 + (ctx + j) % 100
+            ));
+        }
+    }
+    for k in 0..50 {
+        batch.push_str(&format!("VECSET item{k} {} 0.5 0.25 1\r\n", k % 7));
+    }
+    let n = batch.lines().count();
+    c.send_raw(batch.as_bytes());
+    for _ in 0..n {
+        assert_eq!(c.read_line().as_deref(), Some("OK"));
+    }
+}
+
+#[test]
+fn a_load_of_many_batches_round_trips_and_a_late_refusal_changes_nothing() {
+    let a = TestServer::spawn();
+    let mut ca = a.client();
+    populate_many_pairs(&mut ca);
+    let pairs: u64 = field(&ca.cmd("INFO"), "co_occurrence_pairs")
+        .parse()
+        .expect("pairs");
+    assert!(pairs > 10 * 4096, "{pairs} pairs: too few batches to matter");
+    let before = answers(&mut ca);
+    let saved = ca.cmd("DUMP SAVE many.nvec");
+    assert!(saved.starts_with("OK Snapshot saved: "), "{saved}");
+    let file = a.snapshot_dir().join("many.nvec");
+
+    // The store refuses the file only at its dimension, after every pair
+    // batch was sent: the staged store is dropped, the live one stays.
+    let b = TestServer::spawn_with(|c| c.vectors.default_dimension = 8);
+    std::fs::copy(&file, b.snapshot_dir().join("many.nvec")).expect("copy");
+    let mut cb = b.client();
+    assert_eq!(cb.cmd("EVENT someone ADD other 5"), "OK");
+    let b_before = answers(&mut cb);
+    let refused = cb.cmd("DUMP LOAD many.nvec");
+    assert_eq!(
+        refused,
+        "(error) Corrupt snapshot: vector dimension 4 differs from vectors.default_dimension 8\nEND"
+    );
+    assert_eq!(answers(&mut cb), b_before);
+    assert_eq!(cb.cmd("EVENT someone ADD third 5"), "OK");
+
+    let c = TestServer::spawn();
+    std::fs::copy(&file, c.snapshot_dir().join("many.nvec")).expect("copy");
+    let mut cc = c.client();
+    let loaded = cc.cmd("DUMP LOAD many.nvec");
+    assert!(loaded.starts_with("OK Snapshot loaded: "), "{loaded}");
+    assert_eq!(answers(&mut cc), before);
+    assert_eq!(
+        cc.cmd("DUMP SAVE again.nvec").split(':').next(),
+        Some("OK Snapshot saved")
+    );
+    let strip = |b: &[u8]| [&b[..24], &b[32..b.len() - 8]].concat();
+    let again = std::fs::read(c.snapshot_dir().join("again.nvec")).expect("again");
+    let first = std::fs::read(&file).expect("first");
+    assert_eq!(strip(&again), strip(&first));
+}
+
 #[test]
 fn writers_during_a_save_see_no_errors_and_the_file_holds_exactly_the_state_at_save() {
     let s = TestServer::spawn();
