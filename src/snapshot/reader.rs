@@ -537,6 +537,21 @@ impl<'r, 'f> Cursor<'r, 'f> {
         Ok(f32::from_le_bytes(self.array(what)?))
     }
 
+    /// The unconsumed bytes in view, at least `min(want, remaining)` of them
+    /// (all within the section); `consume` moves past what was used.
+    fn window(&mut self, want: usize) -> Result<&[u8], SnapshotError> {
+        let want = usize::try_from((want as u64).min(self.remaining)).unwrap_or(want);
+        self.ensure(want)?;
+        Ok(self.buf.get(self.pos..).unwrap_or_default())
+    }
+
+    /// Marks `n` bytes of the last `window` as used; `n` never exceeds it.
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len() - self.pos);
+        self.pos += n;
+        self.remaining -= n as u64;
+    }
+
     /// A non-empty UTF-8 string; its length is checked before allocating.
     fn string(&mut self, what: &str) -> Result<String, SnapshotError> {
         let mut s = String::new();
@@ -686,6 +701,77 @@ fn decode_events(
     Ok(())
 }
 
+/// Bytes the pair decoder keeps in view at a time (its fast path parses
+/// whole records inside this window).
+const PAIR_WINDOW: usize = 64 * 1024;
+
+/// One pair record as laid out in a window: `a`, `b` and the score, and
+/// where the next record starts. `None` unless the whole record is in view,
+/// both strings are non-empty UTF-8, and nothing in it needs an error message.
+fn pair_in_window(win: &[u8], at: usize) -> Option<(&[u8], &[u8], f32, usize)> {
+    fn str_at(win: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let len = u64::from_le_bytes(win.get(at..at.checked_add(8)?)?.try_into().ok()?);
+        let start = at + 8;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        let s = win.get(start..end)?;
+        let valid = !s.is_empty() && (s.is_ascii() || std::str::from_utf8(s).is_ok());
+        valid.then_some((s, end))
+    }
+    let (a, at) = str_at(win, at)?;
+    let (b, at) = str_at(win, at)?;
+    let end = at.checked_add(4)?;
+    let score = f32::from_le_bytes(win.get(at..end)?.try_into().ok()?);
+    Some((a, b, score, end))
+}
+
+/// What `decode_pairs` builds as it goes: the current batch and the naming
+/// of items (`a` repeats over a whole row, so it is named once per run).
+struct PairSink {
+    out: PairBatch,
+    namer: PairNamer,
+    a_id: Option<u32>,
+    batch: usize,
+}
+
+impl PairSink {
+    /// Adds one checked pair; `new_a` when `a` differs from the previous pair's.
+    fn push(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        score: f32,
+        new_a: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SnapshotError> {
+        if self.out.pairs.len() >= self.batch {
+            emit(sink, LoadBatch::Pairs(std::mem::take(&mut self.out)))?;
+        }
+        let too_many = || {
+            corrupt(format!(
+                "{} section: too many item names",
+                Section::CoOccurrence.name()
+            ))
+        };
+        let ia = match self.a_id {
+            Some(id) if !new_a => id,
+            _ => {
+                let id = self
+                    .namer
+                    .id_bytes(a, &mut self.out.new_names)
+                    .ok_or_else(too_many)?;
+                self.a_id = Some(id);
+                id
+            }
+        };
+        let ib = self
+            .namer
+            .id_bytes(b, &mut self.out.new_names)
+            .ok_or_else(too_many)?;
+        self.out.pairs.push((ia, ib, score));
+        Ok(())
+    }
+}
+
 fn decode_pairs(
     cur: &mut Cursor<'_, '_>,
     header: &Header,
@@ -698,11 +784,51 @@ fn decode_pairs(
         return Err(cur.err(format_args!("{n} pairs, header says {}", header.pair_count)));
     }
     let (mut a, mut b) = (String::new(), String::new());
-    let (mut prev_a, mut prev_b) = (String::new(), String::new());
-    let mut out = PairBatch::default();
-    let mut namer = PairNamer::default();
-    let mut a_id: Option<u32> = None;
-    for i in 0..n {
+    // The previous pair, kept across windows (inside one, it is a slice of it).
+    let (mut prev_a, mut prev_b) = (Vec::<u8>::new(), Vec::<u8>::new());
+    let mut pairs = PairSink {
+        out: PairBatch::default(),
+        namer: PairNamer::default(),
+        a_id: None,
+        batch,
+    };
+    let mut i: u64 = 0;
+    while i < n {
+        // Fast path: whole, well-formed records inside the window, checked
+        // and named without copying. It stops at the first record that does
+        // not fit or needs an error; the slow path below takes that one.
+        let win = cur.window(PAIR_WINDOW)?;
+        let mut at = 0usize;
+        let mut last: Option<(&[u8], &[u8])> = None;
+        while i < n {
+            let Some((ra, rb, score, next)) = pair_in_window(win, at) else {
+                break;
+            };
+            let (pa, pb) = last.unwrap_or((&prev_a, &prev_b));
+            let new_a = i == 0 || ra != pa;
+            let in_order = ra < rb && (i == 0 || if new_a { ra > pa } else { rb > pb });
+            if !(in_order && score.is_finite() && score > 0.0) {
+                break;
+            }
+            if building {
+                pairs.push(ra, rb, score, new_a, sink)?;
+            }
+            last = Some((ra, rb));
+            at = next;
+            i += 1;
+        }
+        if let Some((la, lb)) = last {
+            prev_a.clear();
+            prev_a.extend_from_slice(la);
+            prev_b.clear();
+            prev_b.extend_from_slice(lb);
+        }
+        cur.consume(at);
+        if at > 0 || i == n {
+            continue;
+        }
+        // Slow path: one record through the checked reads, which give the
+        // exact error (or read a record longer than the window).
         cur.string_into("pair item", &mut a)?;
         cur.string_into("pair item", &mut b)?;
         let score = cur.f32("pair score")?;
@@ -713,8 +839,8 @@ fn decode_pairs(
                 show(&b)
             )));
         }
-        if i > 0 && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes()) {
-            let what = if a == prev_a && b == prev_b {
+        if i > 0 && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_slice(), prev_b.as_slice()) {
+            let what = if a.as_bytes() == prev_a && b.as_bytes() == prev_b {
                 "duplicate pair"
             } else {
                 "pairs not sorted at"
@@ -729,33 +855,17 @@ fn decode_pairs(
             )));
         }
         if building {
-            if out.pairs.len() >= batch {
-                emit(sink, LoadBatch::Pairs(std::mem::take(&mut out)))?;
-            }
-            // `a` repeats over a whole row: named once per run.
-            if i == 0 || a != prev_a {
-                a_id = None;
-            }
-            let ia = match a_id {
-                Some(id) => id,
-                None => {
-                    let id = namer
-                        .id(&a, &mut out.new_names)
-                        .ok_or_else(|| cur.err("too many item names"))?;
-                    a_id = Some(id);
-                    id
-                }
-            };
-            let ib = namer
-                .id(&b, &mut out.new_names)
-                .ok_or_else(|| cur.err("too many item names"))?;
-            out.pairs.push((ia, ib, score));
+            let new_a = i == 0 || a.as_bytes() != prev_a;
+            pairs.push(a.as_bytes(), b.as_bytes(), score, new_a, sink)?;
         }
-        std::mem::swap(&mut prev_a, &mut a);
-        std::mem::swap(&mut prev_b, &mut b);
+        prev_a.clear();
+        prev_a.extend_from_slice(a.as_bytes());
+        prev_b.clear();
+        prev_b.extend_from_slice(b.as_bytes());
+        i += 1;
     }
-    if !out.pairs.is_empty() {
-        emit(sink, LoadBatch::Pairs(out))?;
+    if !pairs.out.pairs.is_empty() {
+        emit(sink, LoadBatch::Pairs(pairs.out))?;
     }
     Ok(())
 }

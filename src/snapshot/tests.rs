@@ -1314,3 +1314,108 @@ fn regression_fuzz_payload_ranges_length_ending_at_usize_max() {
     // and the reader refuses it without panicking
     assert!(matches!(verify(&input), Err(SnapshotError::BadMagic)));
 }
+
+// ------------------------------------------- pair records across windows
+
+/// Many pairs (several 64 KiB decoder windows), with a name longer than a
+/// window and non-ASCII names among them, sorted as the format wants.
+type RawPairs = Vec<(Vec<u8>, Vec<u8>, f32)>;
+
+fn many_pairs() -> RawPairs {
+    let mut names: Vec<Vec<u8>> = (0..120)
+        .map(|k| format!("item-{k:04}-padding").into_bytes())
+        .collect();
+    names.push("é-ünïcode".as_bytes().to_vec());
+    names.push(vec![b'z'; 100_000]);
+    names.sort();
+    let mut pairs = Vec::new();
+    for (x, a) in names.iter().enumerate() {
+        for (y, b) in names.iter().enumerate().skip(x + 1) {
+            if (x * 7 + y * 3) % 5 != 0 {
+                pairs.push((a.clone(), b.clone(), (1 + (x + y) % 50) as f32 / 4.0));
+            }
+        }
+    }
+    pairs
+}
+
+fn crafted_pairs(pairs: &[(Vec<u8>, Vec<u8>, f32)]) -> Crafted {
+    let refs: Vec<(&[u8], &[u8], f32)> = pairs.iter().map(|(a, b, s)| (&a[..], &b[..], *s)).collect();
+    let mut c = Crafted::ok();
+    c.h.pair_count = pairs.len() as u32;
+    c.co = co_payload(&refs);
+    c
+}
+
+#[test]
+fn pairs_across_windows_and_longer_than_one_load_in_order() {
+    let pairs = many_pairs();
+    let c = crafted_pairs(&pairs);
+    assert!(c.co.len() > 4 * 64 * 1024, "spans several windows");
+    let (report, batches) = Scratch::new().load(&c.bytes(), opts()).unwrap();
+    assert_eq!(report.header.pair_count as usize, pairs.len());
+    let (model, _) = batches_to_model(batches);
+    let want: Vec<(String, String, f32)> = pairs
+        .iter()
+        .map(|(a, b, s)| {
+            (
+                String::from_utf8(a.clone()).unwrap(),
+                String::from_utf8(b.clone()).unwrap(),
+                *s,
+            )
+        })
+        .collect();
+    assert_eq!(model.pairs, want);
+}
+
+#[test]
+fn a_bad_pair_deep_in_the_section_gives_the_same_error_as_a_first_one() {
+    let good = many_pairs();
+    // Deep in the section, between short names (no shortening in messages).
+    let at = (0..good.len() - 1)
+        .rev()
+        .find(|&k| (k - 1..k + 2).all(|j| good[j].0.len() < 30 && good[j].1.len() < 30))
+        .unwrap();
+    assert!(at > good.len() / 2);
+    let (a, b, _) = good[at].clone();
+    let show = |s: &[u8]| format!("{:?}", String::from_utf8_lossy(s));
+    type Edit = Box<dyn Fn(&mut RawPairs)>;
+    let cases: Vec<(Edit, String)> = vec![
+        (
+            Box::new(move |p| p[at].2 = 0.0),
+            format!("pair ({}, {}): score 0 is not finite and > 0", show(&a), show(&b)),
+        ),
+        (
+            Box::new(move |p| p[at] = p[at - 1].clone()),
+            format!(
+                "duplicate pair ({}, {})",
+                show(&good[at - 1].0),
+                show(&good[at - 1].1)
+            ),
+        ),
+        (
+            Box::new(move |p| p.swap(at, at + 1)),
+            format!("pairs not sorted at ({}, {})", show(&a), show(&b)),
+        ),
+        (
+            Box::new(move |p| {
+                let (a, b, s) = p[at].clone();
+                p[at] = (b, a, s);
+            }),
+            format!("pair ({}, {}) is not ordered a < b", show(&b), show(&a)),
+        ),
+        (
+            Box::new(move |p| p[at].1 = vec![b'x', 0xff]),
+            "invalid UTF-8 in pair item".into(),
+        ),
+        (Box::new(move |p| p[at].0 = Vec::new()), "empty pair item".into()),
+    ];
+    for (edit, want) in cases {
+        let mut pairs = many_pairs();
+        edit(&mut pairs);
+        expect_corrupt(
+            &crafted_pairs(&pairs),
+            &format!("Corrupt snapshot: co_occurrence section: {want}"),
+        );
+    }
+}

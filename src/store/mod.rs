@@ -197,19 +197,25 @@ pub struct PairBatch {
 /// Holds one copy of each distinct name met, as it is met.
 #[derive(Debug, Default)]
 pub struct PairNamer {
-    ids: HashMap<Box<str>, u32, ahash::RandomState>,
+    ids: HashMap<Box<[u8]>, u32, ahash::RandomState>,
 }
 
 impl PairNamer {
     /// The number of `name`, appending it to `new_names` when it is new;
     /// `None` past `u32::MAX` names.
     pub fn id(&mut self, name: &str, new_names: &mut Vec<String>) -> Option<u32> {
+        self.id_bytes(name.as_bytes(), new_names)
+    }
+
+    /// `id` for a name as bytes (the reader has checked them as UTF-8; any
+    /// other bytes are named by their lossy UTF-8 form).
+    pub fn id_bytes(&mut self, name: &[u8], new_names: &mut Vec<String>) -> Option<u32> {
         if let Some(&id) = self.ids.get(name) {
             return Some(id);
         }
         let id = u32::try_from(self.ids.len()).ok()?;
         self.ids.insert(name.into(), id);
-        new_names.push(name.to_owned());
+        new_names.push(String::from_utf8_lossy(name).into_owned());
         Some(id)
     }
 

@@ -1,0 +1,44 @@
+//! In-process profile of `DUMP LOAD` on an existing snapshot file: the CRC
+//! pass alone (VERIFY), the reader's half (decode into batches) and the
+//! store's half (apply them), each timed apart. A server LOAD runs the two
+//! halves on two threads at once, so it takes about the slower one.
+//!
+//! `cargo run --release --example profile_load -- <file.nvec>`
+
+use std::time::Instant;
+
+use nvecd::snapshot::{load_file, verify_file, LoadOptions};
+use nvecd::store::{StoreBuilder, StoreConfig};
+
+fn main() {
+    let path = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: profile_load <file.nvec>"));
+    let mb = std::fs::metadata(&path).expect("file").len() as f64 / 1e6;
+    let opts = LoadOptions {
+        default_dimension: 0,
+        batch_records: 4096,
+    };
+    let open = || std::fs::File::open(&path).expect("open");
+    let report = |what: &str, t: Instant| {
+        let s = t.elapsed().as_secs_f64();
+        println!("{what:<12} {s:7.3} s  {:7.1} MB/s", mb / s);
+    };
+    let t = Instant::now();
+    verify_file(&mut open(), &path, opts).expect("verify");
+    report("verify", t);
+    let t = Instant::now();
+    let mut batches = Vec::new();
+    load_file(&mut open(), &path, opts, |b| {
+        batches.push(b);
+        Ok(())
+    })
+    .expect("load");
+    report("read half", t);
+    let t = Instant::now();
+    let mut b = StoreBuilder::new(StoreConfig::default());
+    for batch in batches {
+        b.apply(batch).expect("apply");
+    }
+    let store = b.finish();
+    report("build half", t);
+    println!("{:?}", store.stats());
+}
