@@ -734,13 +734,15 @@ struct PairSink {
 }
 
 impl PairSink {
-    /// Adds one checked pair; `new_a` when `a` differs from the previous pair's.
+    /// Adds one checked pair; `new_a` when `a` differs from the previous
+    /// pair's; `b_hash` is `namer.hash(b)`.
     fn push(
         &mut self,
         a: &[u8],
         b: &[u8],
         score: f32,
         new_a: bool,
+        b_hash: u64,
         sink: &mut Sink<'_>,
     ) -> Result<(), SnapshotError> {
         if self.out.pairs.len() >= self.batch {
@@ -765,12 +767,32 @@ impl PairSink {
         };
         let ib = self
             .namer
-            .id_bytes(b, &mut self.out.new_names)
+            .id_hashed(b, b_hash, &mut self.out.new_names)
             .ok_or_else(too_many)?;
         self.out.pairs.push((ia, ib, score));
         Ok(())
     }
+
+    /// `push`es every staged pair, in order, and empties the stage.
+    fn push_staged(
+        &mut self,
+        staged: &mut Vec<Staged<'_>>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), SnapshotError> {
+        for (a, b, score, new_a, b_hash) in staged.drain(..) {
+            self.push(a, b, score, new_a, b_hash, sink)?;
+        }
+        Ok(())
+    }
 }
+
+/// A checked pair waiting to be named: `a`, `b`, score, whether `a` is new,
+/// and the hash of `b`, whose table slot was touched when it was staged.
+type Staged<'w> = (&'w [u8], &'w [u8], f32, bool, u64);
+
+/// Pairs staged before naming: enough for their slots' cache misses to
+/// overlap, few enough that the slots are still cached when named.
+const PAIR_STAGE: usize = 32;
 
 fn decode_pairs(
     cur: &mut Cursor<'_, '_>,
@@ -800,6 +822,8 @@ fn decode_pairs(
         let win = cur.window(PAIR_WINDOW)?;
         let mut at = 0usize;
         let mut last: Option<(&[u8], &[u8])> = None;
+        let mut staged: Vec<Staged<'_>> = Vec::with_capacity(if building { PAIR_STAGE } else { 0 });
+        let mut touched = 0u32;
         while i < n {
             let Some((ra, rb, score, next)) = pair_in_window(win, at) else {
                 break;
@@ -811,12 +835,19 @@ fn decode_pairs(
                 break;
             }
             if building {
-                pairs.push(ra, rb, score, new_a, sink)?;
+                let hash = pairs.namer.hash(rb);
+                touched = touched.wrapping_add(pairs.namer.touch(hash));
+                staged.push((ra, rb, score, new_a, hash));
+                if staged.len() >= PAIR_STAGE {
+                    pairs.push_staged(&mut staged, sink)?;
+                }
             }
             last = Some((ra, rb));
             at = next;
             i += 1;
         }
+        pairs.push_staged(&mut staged, sink)?;
+        std::hint::black_box(touched);
         if let Some((la, lb)) = last {
             prev_a.clear();
             prev_a.extend_from_slice(la);
@@ -856,7 +887,8 @@ fn decode_pairs(
         }
         if building {
             let new_a = i == 0 || a.as_bytes() != prev_a;
-            pairs.push(a.as_bytes(), b.as_bytes(), score, new_a, sink)?;
+            let hash = pairs.namer.hash(b.as_bytes());
+            pairs.push(a.as_bytes(), b.as_bytes(), score, new_a, hash, sink)?;
         }
         prev_a.clear();
         prev_a.extend_from_slice(a.as_bytes());

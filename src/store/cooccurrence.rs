@@ -99,33 +99,30 @@ impl CoIndex {
         std::hint::black_box(found);
     }
 
-    /// `set(a, b, score)` for every `(b, score)` of `pairs` (snapshot load),
-    /// with one copy-on-write check for row `a`.
-    pub(crate) fn set_all(&mut self, a: u32, pairs: &[(u32, f32)]) {
-        let Some(max) = pairs.iter().map(|&(b, _)| b).max() else {
+    /// `co[item][b] = score` for every `(b, score)` of each part, with room
+    /// made for all of them at once (snapshot load builds most rows in one
+    /// call, at their final size). Only this side is written: the caller
+    /// writes `co[b][item]` too, keeping the index symmetric.
+    pub(crate) fn fill_row(&mut self, item: u32, parts: [&[(u32, f32)]; 2]) {
+        let total = parts[0].len() + parts[1].len();
+        if total == 0 {
             return;
-        };
-        let needed = max.max(a) as usize;
-        while self.rows.len() <= needed {
+        }
+        let at = item as usize;
+        while self.rows.len() <= at {
             self.rows.push(None);
         }
         let mut added = 0u64;
-        if let Some(slot) = self.rows.get_mut(a as usize) {
+        if let Some(slot) = self.rows.get_mut(at) {
             let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-            row.reserve(pairs.len());
-            for &(b, score) in pairs {
-                if b != a && row.insert(b, score).is_none() {
+            row.reserve(total);
+            for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
+                if b != item && row.insert(b, score).is_none() {
                     added += 1;
                 }
             }
         }
         self.entries += added;
-        self.warm(a, pairs);
-        for &(b, score) in pairs {
-            if b != a {
-                self.update(b, a, |v| *v = score, score);
-            }
-        }
     }
 
     fn update(&mut self, a: u32, b: u32, on_existing: impl FnOnce(&mut f32), new: f32) {

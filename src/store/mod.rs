@@ -21,10 +21,10 @@ mod cooccurrence;
 mod cowvec;
 mod events;
 mod intern;
+mod namer;
 mod similarity;
 mod vectors;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,6 +32,7 @@ use cooccurrence::{CoIndex, Row};
 use cowvec::CowVec;
 use events::{DedupKey, DedupLru, Event, EventStore, Ring};
 use intern::{name_of, Interner};
+pub use namer::PairNamer;
 use similarity::{events_top_k, finish, fuse, vector_top_k, Cand};
 use vectors::{VectorChunks, VectorStore};
 
@@ -193,32 +194,7 @@ pub struct PairBatch {
     pub pairs: Vec<(u32, u32, f32)>,
 }
 
-/// Numbers names for `PairBatch`es (the reader, and tests that build batches).
-/// Holds one copy of each distinct name met, as it is met.
-#[derive(Debug, Default)]
-pub struct PairNamer {
-    ids: HashMap<Box<[u8]>, u32, ahash::RandomState>,
-}
-
 impl PairNamer {
-    /// The number of `name`, appending it to `new_names` when it is new;
-    /// `None` past `u32::MAX` names.
-    pub fn id(&mut self, name: &str, new_names: &mut Vec<String>) -> Option<u32> {
-        self.id_bytes(name.as_bytes(), new_names)
-    }
-
-    /// `id` for a name as bytes (the reader has checked them as UTF-8; any
-    /// other bytes are named by their lossy UTF-8 form).
-    pub fn id_bytes(&mut self, name: &[u8], new_names: &mut Vec<String>) -> Option<u32> {
-        if let Some(&id) = self.ids.get(name) {
-            return Some(id);
-        }
-        let id = u32::try_from(self.ids.len()).ok()?;
-        self.ids.insert(name.into(), id);
-        new_names.push(String::from_utf8_lossy(name).into_owned());
-        Some(id)
-    }
-
     /// One batch of named pairs, numbered on from this namer's earlier batches.
     pub fn batch<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str, f32)>) -> PairBatch {
         let mut out = PairBatch::default();
@@ -632,6 +608,11 @@ pub struct StoreBuilder {
     store: Store,
     /// Store item number of each load-local pair name (`PairBatch`).
     pair_items: Vec<u32>,
+    /// `co[b][a]` entries waiting for row `b` to be built, by store item `b`.
+    /// Pairs come sorted by `a`, so every pair naming `b` second comes before
+    /// `b`'s own run: row `b` is built once, at its final size, when that run
+    /// arrives (or at `flush_pairs` for items never named first).
+    pending: Vec<Vec<(u32, f32)>>,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -648,10 +629,15 @@ impl StoreBuilder {
         Self {
             store: Store::new(cfg),
             pair_items: Vec::new(),
+            pending: Vec::new(),
         }
     }
     /// Adds one batch; `InvalidData` for records that cannot form a valid store.
     pub fn apply(&mut self, batch: LoadBatch) -> Result<(), StoreError> {
+        if let LoadBatch::Pairs(batch) = batch {
+            return self.apply_pairs(batch);
+        }
+        self.flush_pairs();
         let s = &mut self.store;
         match batch {
             LoadBatch::Contexts(list) => {
@@ -659,51 +645,7 @@ impl StoreBuilder {
                     s.load_context(c)?;
                 }
             }
-            LoadBatch::Pairs(batch) => {
-                for name in &batch.new_names {
-                    let n = s.items.intern(name);
-                    self.pair_items.push(n);
-                }
-                let item = |local: u32| {
-                    self.pair_items.get(local as usize).copied().ok_or_else(|| {
-                        StoreError::InvalidData(format!("pair names item #{local}, never named"))
-                    })
-                };
-                // Pairs come sorted by `a`: fill each `a`'s row in one go (one
-                // copy-on-write check per run, not per pair).
-                let mut run: Vec<(u32, f32)> = Vec::new();
-                let mut current: Option<(u32, u32)> = None;
-                for &(la, lb, score) in &batch.pairs {
-                    let a = match current {
-                        Some((l, n)) if l == la => n,
-                        _ => {
-                            if let Some((_, prev)) = current.take() {
-                                s.co.set_all(prev, &run);
-                                run.clear();
-                            }
-                            let n = item(la)?;
-                            current = Some((la, n));
-                            n
-                        }
-                    };
-                    let b = item(lb)?;
-                    if a == b {
-                        return Err(StoreError::InvalidData("pair of an item with itself".into()));
-                    }
-                    if !(score.is_finite() && score > 0.0) {
-                        let name = |n| name_of(s.items.names(), n);
-                        return Err(StoreError::InvalidData(format!(
-                            "pair {} {} has score {score}, must be positive",
-                            name(a),
-                            name(b)
-                        )));
-                    }
-                    run.push((b, score));
-                }
-                if let Some((_, a)) = current {
-                    s.co.set_all(a, &run);
-                }
-            }
+            LoadBatch::Pairs(_) => {}
             LoadBatch::Dimension(d) => {
                 let default = s.cfg.default_dimension;
                 if default != 0 && d != 0 && d != default {
@@ -744,11 +686,68 @@ impl StoreBuilder {
         }
         Ok(())
     }
+    fn apply_pairs(&mut self, batch: PairBatch) -> Result<(), StoreError> {
+        let s = &mut self.store;
+        for name in &batch.new_names {
+            let n = s.items.intern(name);
+            self.pair_items.push(n);
+        }
+        let item = |local: u32| {
+            self.pair_items
+                .get(local as usize)
+                .copied()
+                .ok_or_else(|| StoreError::InvalidData(format!("pair names item #{local}, never named")))
+        };
+        // Pairs come sorted by `a`: each run of one `a` fills row `a`
+        // in one go, together with the entries waiting for it.
+        let mut run: Vec<(u32, f32)> = Vec::new();
+        let mut current: Option<(u32, u32)> = None;
+        for &(la, lb, score) in &batch.pairs {
+            let a = match current {
+                Some((l, n)) if l == la => n,
+                _ => {
+                    if let Some((_, prev)) = current.take() {
+                        Self::fill_row(&mut s.co, &mut self.pending, prev, &run);
+                        run.clear();
+                    }
+                    let n = item(la)?;
+                    current = Some((la, n));
+                    n
+                }
+            };
+            let b = item(lb)?;
+            if a == b {
+                return Err(StoreError::InvalidData("pair of an item with itself".into()));
+            }
+            if !(score.is_finite() && score > 0.0) {
+                let name = |n| name_of(s.items.names(), n);
+                return Err(StoreError::InvalidData(format!(
+                    "pair {} {} has score {score}, must be positive",
+                    name(a),
+                    name(b)
+                )));
+            }
+            run.push((b, score));
+            let at = b as usize;
+            if self.pending.len() <= at {
+                self.pending.resize_with(at + 1, Vec::new);
+            }
+            if let Some(waiting) = self.pending.get_mut(at) {
+                waiting.push((a, score));
+            }
+        }
+        if let Some((_, a)) = current {
+            Self::fill_row(&mut s.co, &mut self.pending, a, &run);
+        }
+        Ok(())
+    }
+
     /// Rebuilds the dedup and SET/DEL caches from the stored events.
     ///
     /// The SET/DEL state is read from the rings, so only the ADD dedup LRU is
     /// rebuilt: every stored ADD, oldest timestamp first.
-    pub fn finish(self) -> Store {
+    pub fn finish(mut self) -> Store {
+        self.flush_pairs();
         let mut store = self.store;
         let mut adds: Vec<(u64, DedupKey)> = Vec::new();
         for c in 0..store.events.contexts() as u32 {
@@ -770,6 +769,27 @@ impl StoreBuilder {
             store.dedup.record(key, ts);
         }
         store
+    }
+}
+
+impl StoreBuilder {
+    /// Row `a` from its waiting entries and `run` (its own pairs `a < b`).
+    fn fill_row(co: &mut CoIndex, pending: &mut [Vec<(u32, f32)>], a: u32, run: &[(u32, f32)]) {
+        let waiting = pending
+            .get_mut(a as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        co.fill_row(a, [&waiting, run]);
+    }
+
+    /// Builds the rows still waiting (items only ever named second, and any
+    /// entries that came after their row was built, as in unsorted batches).
+    fn flush_pairs(&mut self) {
+        for (b, waiting) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            if let Ok(b) = u32::try_from(b) {
+                self.store.co.fill_row(b, [&waiting, &[]]);
+            }
+        }
     }
 }
 

@@ -1058,3 +1058,55 @@ fn pair_batches_name_each_item_once_per_load() {
         Err(StoreError::InvalidData(_))
     ));
 }
+
+#[test]
+fn pair_rows_are_the_same_whatever_the_batch_order() {
+    // A store with many pairs, rebuilt from its sorted pairs in batches of
+    // every size (runs split across batches), and from the same pairs
+    // reversed (rows built before the entries waiting for them arrive).
+    let mut s = store();
+    for u in 0..40u64 {
+        for k in 0..6u64 {
+            let item = format!("i{}", (u * 7 + k * k * 3) % 23);
+            s.add_event(
+                &format!("u{u}"),
+                EventKind::Add,
+                &item,
+                (1 + (u + k) % 100) as u8,
+                u * 10 + k,
+            );
+        }
+    }
+    let img = s.freeze();
+    let (_, pairs, _) = dump(&img);
+    assert!(pairs.len() > 100, "{} pairs", pairs.len());
+    let build = |order: &[(String, String, f32)], size: usize| {
+        let mut namer = PairNamer::default();
+        let mut b = StoreBuilder::new(cfg());
+        for chunk in order.chunks(size) {
+            let batch = namer.batch(chunk.iter().map(|(a, b, score)| (a.as_str(), b.as_str(), *score)));
+            b.apply(LoadBatch::Pairs(batch)).expect("consistent");
+        }
+        b.apply(LoadBatch::Dimension(0)).expect("dimension");
+        b.finish()
+    };
+    let reversed: Vec<_> = pairs.iter().rev().cloned().collect();
+    for (order, sizes) in [
+        (&pairs, &[1, 2, 7, 64, 100_000][..]),
+        (&reversed, &[1, 5, 100_000][..]),
+    ] {
+        for &size in sizes {
+            let mut r = build(order, size);
+            assert_eq!(dump(&r.freeze()).1, pairs, "batches of {size}");
+            assert_eq!(r.stats().co_occurrence_pairs, s.stats().co_occurrence_pairs);
+            for k in 0..23 {
+                let id = format!("i{k}");
+                assert_eq!(
+                    r.similar(&id, 30, SimMode::Events, None),
+                    s.similar(&id, 30, SimMode::Events, None),
+                    "{id}, batches of {size}"
+                );
+            }
+        }
+    }
+}
