@@ -1096,7 +1096,7 @@ fn pair_rows_are_the_same_whatever_the_batch_order() {
         (&reversed, &[1, 5, 100_000][..]),
     ] {
         for &size in sizes {
-            let mut r = build(order, size);
+            let r = build(order, size);
             assert_eq!(dump(&r.freeze()).1, pairs, "batches of {size}");
             assert_eq!(r.stats().co_occurrence_pairs, s.stats().co_occurrence_pairs);
             for k in 0..23 {
