@@ -186,8 +186,13 @@ impl DedupLru {
         }
     }
 
-    fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.cap > 0 && self.window_ms > 0
+    }
+
+    /// Keys held at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// Whether an ADD of `key` at `now_ms` is a duplicate.
@@ -221,6 +226,15 @@ impl DedupLru {
             self.order
                 .retain(|(k, s)| map.get(k).is_some_and(|&(_, cur)| cur == *s));
         }
+    }
+
+    /// The keys held with their last timestamps, least recently used first.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> Vec<(DedupKey, u64)> {
+        let mut v: Vec<(u64, DedupKey, u64)> =
+            self.map.iter().map(|(k, &(ms, stamp))| (stamp, *k, ms)).collect();
+        v.sort_by_key(|e| e.0);
+        v.into_iter().map(|(_, k, ms)| (k, ms)).collect()
     }
 
     /// Number of keys held.

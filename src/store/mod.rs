@@ -749,23 +749,22 @@ impl StoreBuilder {
     pub fn finish(mut self) -> Store {
         self.flush_pairs();
         let mut store = self.store;
-        let mut adds: Vec<(u64, DedupKey)> = Vec::new();
-        for c in 0..store.events.contexts() as u32 {
-            if let Some(ring) = store.events.ring(c) {
-                adds.extend(ring.iter().filter(|e| e.kind == EventKind::Add).map(|e| {
-                    (
-                        e.timestamp_ms,
-                        DedupKey {
-                            ctx: c,
-                            item: e.item,
-                            score: e.score,
-                        },
-                    )
-                }));
+        if !store.dedup.enabled() {
+            return store;
+        }
+        let adds = store.stored_adds();
+        // Replaying every ADD would leave exactly the LRU's capacity of most
+        // recently used keys, each with its last timestamp, in the same
+        // order: replay only the newest ADDs that hold that many keys.
+        let mut keys = rustc_hash::FxHashSet::default();
+        let mut from = adds.len();
+        while from > 0 && keys.len() < store.dedup.capacity() {
+            from -= 1;
+            if let Some(&(_, key)) = adds.get(from) {
+                keys.insert(key);
             }
         }
-        adds.sort_by_key(|&(ts, _)| ts);
-        for (ts, key) in adds {
+        for &(ts, key) in adds.get(from..).unwrap_or_default() {
             store.dedup.record(key, ts);
         }
         store
@@ -794,6 +793,28 @@ impl StoreBuilder {
 }
 
 impl Store {
+    /// Every stored ADD as a dedup key, oldest first (ties in context and
+    /// ring order).
+    fn stored_adds(&self) -> Vec<(u64, DedupKey)> {
+        let mut adds: Vec<(u64, DedupKey)> = Vec::new();
+        for c in 0..self.events.contexts() as u32 {
+            if let Some(ring) = self.events.ring(c) {
+                adds.extend(ring.iter().filter(|e| e.kind == EventKind::Add).map(|e| {
+                    (
+                        e.timestamp_ms,
+                        DedupKey {
+                            ctx: c,
+                            item: e.item,
+                            score: e.score,
+                        },
+                    )
+                }));
+            }
+        }
+        adds.sort_by_key(|&(ts, _)| ts);
+        adds
+    }
+
     /// Builder step: one context's events, oldest first, without pairing.
     fn load_context(&mut self, c: LoadedContext) -> Result<(), StoreError> {
         if c.events.is_empty() {
