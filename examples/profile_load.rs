@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use nvecd::snapshot::{load_file, verify_file, LoadOptions};
-use nvecd::store::{StoreBuilder, StoreConfig};
+use nvecd::store::{LoadBatch, StoreBuilder, StoreConfig};
 
 fn main() {
     let path = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: profile_load <file.nvec>"));
@@ -35,10 +35,24 @@ fn main() {
     report("read half", t);
     let t = Instant::now();
     let mut b = StoreBuilder::new(StoreConfig::default());
+    let mut spent = [0.0f64; 4];
     for batch in batches {
+        let kind = match batch {
+            LoadBatch::Contexts(_) => 0,
+            LoadBatch::Pairs(_) => 1,
+            LoadBatch::Dimension(_) | LoadBatch::Vectors(_) => 2,
+        };
+        let t = Instant::now();
         b.apply(batch).expect("apply");
+        spent[kind] += t.elapsed().as_secs_f64();
     }
+    let t_finish = Instant::now();
     let store = b.finish();
+    spent[3] = t_finish.elapsed().as_secs_f64();
     report("build half", t);
+    println!(
+        "  of which: contexts {:.3} s, pairs {:.3} s, vectors {:.3} s (with the rows left at the pairs' end), finish {:.3} s",
+        spent[0], spent[1], spent[2], spent[3]
+    );
     println!("{:?}", store.stats());
 }
