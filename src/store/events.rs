@@ -155,7 +155,7 @@ impl EventStore {
 }
 
 /// Key of the ADD dedup LRU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct DedupKey {
     pub(crate) ctx: u32,
     pub(crate) item: u32,

@@ -752,19 +752,7 @@ impl StoreBuilder {
         if !store.dedup.enabled() {
             return store;
         }
-        let adds = store.stored_adds();
-        // Replaying every ADD would leave exactly the LRU's capacity of most
-        // recently used keys, each with its last timestamp, in the same
-        // order: replay only the newest ADDs that hold that many keys.
-        let mut keys = rustc_hash::FxHashSet::default();
-        let mut from = adds.len();
-        while from > 0 && keys.len() < store.dedup.capacity() {
-            from -= 1;
-            if let Some(&(_, key)) = adds.get(from) {
-                keys.insert(key);
-            }
-        }
-        for &(ts, key) in adds.get(from..).unwrap_or_default() {
+        for (ts, key) in store.newest_adds(store.dedup.capacity()) {
             store.dedup.record(key, ts);
         }
         store
@@ -795,24 +783,71 @@ impl StoreBuilder {
 impl Store {
     /// Every stored ADD as a dedup key, oldest first (ties in context and
     /// ring order).
+    #[cfg(test)]
     fn stored_adds(&self) -> Vec<(u64, DedupKey)> {
-        let mut adds: Vec<(u64, DedupKey)> = Vec::new();
-        for c in 0..self.events.contexts() as u32 {
-            if let Some(ring) = self.events.ring(c) {
-                adds.extend(ring.iter().filter(|e| e.kind == EventKind::Add).map(|e| {
-                    (
-                        e.timestamp_ms,
-                        DedupKey {
-                            ctx: c,
-                            item: e.item,
-                            score: e.score,
-                        },
-                    )
-                }));
-            }
-        }
+        let mut adds = Vec::new();
+        self.for_each_add(|ts, key| adds.push((ts, key)));
         adds.sort_by_key(|&(ts, _)| ts);
         adds
+    }
+
+    /// The newest stored ADDs that hold `keys` distinct keys (all of them if
+    /// there are fewer), oldest first, ties as in `stored_adds`. Replaying
+    /// every ADD into an LRU of `keys` keys leaves exactly the keys, last
+    /// timestamps and order that replaying these leaves, without sorting the
+    /// millions of ADDs a large store holds: the newest few are selected
+    /// first, and more only when they hold too few keys.
+    fn newest_adds(&self, keys: usize) -> Vec<(u64, DedupKey)> {
+        use std::cmp::Reverse;
+        let mut take = keys.saturating_mul(4).max(64);
+        loop {
+            // The newest `take` ADDs by (timestamp, position), kept in a
+            // bounded heap: the ADDs are never all held at once.
+            let mut heap = std::collections::BinaryHeap::with_capacity(take.min(1 << 20) + 1);
+            let mut total = 0usize;
+            self.for_each_add(|ts, key| {
+                let entry = Reverse(((ts, total), key));
+                total += 1;
+                if heap.len() < take {
+                    heap.push(entry);
+                } else if heap.peek().is_some_and(|oldest| entry < *oldest) {
+                    if let Some(mut oldest) = heap.peek_mut() {
+                        *oldest = entry;
+                    }
+                }
+            });
+            let mut newest: Vec<((u64, usize), DedupKey)> = heap.into_iter().map(|Reverse(e)| e).collect();
+            newest.sort_unstable_by_key(|e| e.0);
+            let mut seen = rustc_hash::FxHashSet::default();
+            let mut start = newest.len();
+            while start > 0 && seen.len() < keys {
+                start -= 1;
+                if let Some(&(_, key)) = newest.get(start) {
+                    seen.insert(key);
+                }
+            }
+            if seen.len() >= keys || newest.len() == total {
+                let chosen = newest.get(start..).unwrap_or_default();
+                return chosen.iter().map(|&((ts, _), key)| (ts, key)).collect();
+            }
+            take = take.saturating_mul(4);
+        }
+    }
+
+    /// Calls `f(timestamp, key)` for every stored ADD, context by context.
+    fn for_each_add(&self, mut f: impl FnMut(u64, DedupKey)) {
+        for c in 0..self.events.contexts() as u32 {
+            if let Some(ring) = self.events.ring(c) {
+                for e in ring.iter().filter(|e| e.kind == EventKind::Add) {
+                    let key = DedupKey {
+                        ctx: c,
+                        item: e.item,
+                        score: e.score,
+                    };
+                    f(e.timestamp_ms, key);
+                }
+            }
+        }
     }
 
     /// Builder step: one context's events, oldest first, without pairing.

@@ -1113,7 +1113,12 @@ fn pair_rows_are_the_same_whatever_the_batch_order() {
 
 #[test]
 fn a_restored_dedup_lru_equals_a_replay_of_every_stored_add() {
-    for cap in [1, 3, 7, 1_000] {
+    // (ADDs, where the few repeated keys start): the second case makes the
+    // newest 64 ADDs hold fewer keys than the LRU, so more are selected.
+    for (cap, (total, switch)) in [1, 3, 7, 1_000]
+        .into_iter()
+        .flat_map(|cap| [(cap, (90u64, 60u64)), (cap, (400, 40))])
+    {
         let c = StoreConfig {
             dedup_cache_size: cap,
             dedup_window_sec: 1,
@@ -1122,9 +1127,12 @@ fn a_restored_dedup_lru_equals_a_replay_of_every_stored_add() {
         let mut s = Store::new(c.clone());
         // Many keys, then a few repeated ones (2 s apart, so stored) that
         // fill the newest ADDs; equal timestamps; SETs between.
-        for t in 0..90u64 {
-            let ctx = format!("u{}", t % 4);
-            let item = format!("i{}", if t < 60 { (t * 7) % 15 } else { t % 2 });
+        for t in 0..total {
+            let (ctx, item) = if t < switch {
+                (format!("e{}", t % 20), format!("i{}", (t * 7) % 15))
+            } else {
+                (format!("u{}", t % 4), format!("i{}", t % 2))
+            };
             let ts = (t / 3) * 2_000;
             s.add_event(&ctx, EventKind::Add, &item, 10 + (t % 2) as u8, ts);
             if t % 10 == 0 {
