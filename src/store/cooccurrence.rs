@@ -14,8 +14,71 @@ use rustc_hash::FxHashMap;
 use super::cowvec::CowVec;
 use super::DecayReport;
 
-/// One item's neighbours: other item number -> score.
-pub(crate) type Row = FxHashMap<u32, f32>;
+/// One item's neighbours: other item number -> score, and the largest score.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row {
+    scores: FxHashMap<u32, f32>,
+    /// The largest score (0 when empty), kept exact by every write, so a SIM
+    /// reads the row once instead of once for the maximum and once to rank.
+    max: f32,
+}
+
+impl Row {
+    #[cfg(test)]
+    pub(crate) fn get(&self, b: &u32) -> Option<&f32> {
+        self.scores.get(b)
+    }
+
+    pub(crate) fn iter(&self) -> std::collections::hash_map::Iter<'_, u32, f32> {
+        self.scores.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// The largest score, exactly `max` over `iter()` (0 when empty).
+    pub(crate) fn max(&self) -> f32 {
+        self.max
+    }
+
+    fn contains_key(&self, b: &u32) -> bool {
+        self.scores.contains_key(b)
+    }
+
+    /// Sets `co[.][b] = f(old)` (`f(None)` when absent); true if `b` is new.
+    #[inline]
+    fn write(&mut self, b: u32, f: impl FnOnce(Option<f32>) -> f32) -> bool {
+        let (old, new) = match self.scores.get_mut(&b) {
+            Some(v) => {
+                let old = *v;
+                *v = f(Some(old));
+                (Some(old), *v)
+            }
+            None => {
+                let new = f(None);
+                self.scores.insert(b, new);
+                (None, new)
+            }
+        };
+        if new >= self.max || self.scores.len() == 1 {
+            self.max = new;
+        } else if old == Some(self.max) {
+            // The largest score went down (never on the ingest path, where
+            // scores only grow): find the new largest.
+            self.recompute_max();
+        }
+        old.is_none()
+    }
+
+    fn recompute_max(&mut self) {
+        self.max = self.scores.values().copied().fold(0.0, f32::max);
+    }
+}
 
 /// Scores below this are dropped by decay.
 pub(crate) const DECAY_FLOOR: f32 = 1e-6;
@@ -65,12 +128,8 @@ impl CoIndex {
                 if p == 0.0 || b == a {
                     continue;
                 }
-                match row.get_mut(&b) {
-                    Some(v) => *v += p,
-                    None => {
-                        row.insert(b, p);
-                        added += 1;
-                    }
+                if row.write(b, |old| old.map_or(p, |v| v + p)) {
+                    added += 1;
                 }
             }
         }
@@ -80,7 +139,7 @@ impl CoIndex {
             if p == 0.0 || b == a {
                 continue;
             }
-            self.update(b, a, |v| *v += p, p);
+            self.update(b, a, |old| old.map_or(p, |v| v + p));
         }
     }
 
@@ -115,9 +174,9 @@ impl CoIndex {
         let mut added = 0u64;
         if let Some(slot) = self.rows.get_mut(at) {
             let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-            row.reserve(total);
+            row.scores.reserve(total);
             for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
-                if b != item && row.insert(b, score).is_none() {
+                if b != item && row.write(b, |_| score) {
                     added += 1;
                 }
             }
@@ -125,19 +184,15 @@ impl CoIndex {
         self.entries += added;
     }
 
-    fn update(&mut self, a: u32, b: u32, on_existing: impl FnOnce(&mut f32), new: f32) {
+    fn update(&mut self, a: u32, b: u32, f: impl FnOnce(Option<f32>) -> f32) {
         let a = a as usize;
         while self.rows.len() <= a {
             self.rows.push(None);
         }
         let slot = self.rows.get_mut(a).expect("rows were just extended");
         let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-        match row.get_mut(&b) {
-            Some(v) => on_existing(v),
-            None => {
-                row.insert(b, new);
-                self.entries += 1;
-            }
+        if row.write(b, f) {
+            self.entries += 1;
         }
     }
 
@@ -153,10 +208,11 @@ impl CoIndex {
         self.rows.for_each_mut(|slot| {
             let Some(row) = slot else { return };
             let row = Arc::make_mut(row);
-            row.retain(|_, v| {
+            row.scores.retain(|_, v| {
                 *v *= alpha;
                 *v >= DECAY_FLOOR
             });
+            row.recompute_max();
             if row.is_empty() {
                 *slot = None;
             } else {
@@ -244,6 +300,41 @@ mod tests {
         assert!(co.row(0).is_none());
         assert!(co.row(1).is_none());
         assert_eq!(co.pairs(), 0);
+    }
+
+    #[test]
+    fn each_row_knows_its_largest_score_through_every_write() {
+        let check = |co: &CoIndex, when: &str| {
+            for item in 0..40 {
+                if let Some(r) = co.row(item) {
+                    let max = r.iter().map(|(_, &s)| s).fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(r.max(), max, "row {item} {when}");
+                }
+            }
+        };
+        let mut co = CoIndex::new();
+        let mut x: u32 = 1;
+        for step in 0..400 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let a = (x >> 8) % 40;
+            let partners: Vec<(u32, f32)> = (0..(x >> 20) % 6)
+                .map(|j| ((a + 1 + j * 7) % 40, ((x >> (j + 3)) % 97) as f32 + 0.5))
+                .collect();
+            if step % 3 == 0 {
+                // Loads set scores, also lower ones over higher ones.
+                co.fill_row(a, [&partners, &[]]);
+                for &(b, s) in &partners {
+                    co.fill_row(b, [&[(a, s)], &[]]);
+                }
+            } else {
+                co.add_all(a, &partners);
+            }
+            check(&co, &format!("after step {step}"));
+            if step % 50 == 49 {
+                co.decay(0.01);
+                check(&co, &format!("after decay at {step}"));
+            }
+        }
     }
 
     #[test]

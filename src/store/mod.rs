@@ -360,7 +360,7 @@ impl Store {
         };
         let by_events = |k| {
             row.map_or_else(Vec::new, |r| {
-                events_top_k(r.iter().map(|(&b, &s)| (b, s)), k, name)
+                events_top_k(r.iter().map(|(&b, &s)| (b, s)), r.max(), k, name)
             })
         };
         let cands: Vec<Cand<'_>> = match mode {

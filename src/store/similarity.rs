@@ -231,13 +231,14 @@ pub(crate) fn vector_top_k<'a>(
 /// Below this many vectors one thread scans alone (a thread costs ~50 µs).
 const PARALLEL_SCAN_MIN_VECTORS: usize = 32 * 1024;
 
-/// The best `k` neighbours in a co-occurrence row, scored `co / max co`.
+/// The best `k` neighbours in a co-occurrence row, scored `co / max`, where
+/// `max` is the row's largest score.
 pub(crate) fn events_top_k<'a>(
-    row: impl Iterator<Item = (u32, f32)> + Clone,
+    row: impl Iterator<Item = (u32, f32)>,
+    max: f32,
     k: usize,
     name: impl Fn(u32) -> &'a Arc<str>,
 ) -> Vec<Cand<'a>> {
-    let max = row.clone().map(|(_, s)| s).fold(f32::NEG_INFINITY, f32::max);
     let mut top = TopK::new(k);
     if max > 0.0 {
         for (item, s) in row {
