@@ -2,7 +2,8 @@
 //! event similarity, freeze and snapshot write/verify/load. For finding where
 //! the time goes; the user-facing figures come from `nvecd-bench`.
 //!
-//! `cargo run --release --example profile_store -- [small|large]`
+//! `cargo run --release --example profile_store -- [small|large] [ingest]`
+//! (`ingest`: stop after the event ingest)
 
 use std::time::Instant;
 
@@ -76,6 +77,9 @@ fn main() {
         s.co_occurrence_pairs,
         s.used_memory_bytes >> 20
     );
+    if std::env::args().nth(2).as_deref() == Some("ingest") {
+        return;
+    }
     let t = Instant::now();
     let mut vals = vec![0f32; d];
     for item in &items[..v] {
