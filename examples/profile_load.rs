@@ -55,6 +55,31 @@ fn main() {
         spent[0], spent[1], spent[2], spent[3]
     );
     println!("{:?}", store.stats());
+    // SAVE of the loaded state into the same directory as the file.
+    let out = path.with_extension("profile-save.tmp");
+    let usage = || {
+        // SAFETY: getrusage writes into the struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (secs(ru.ru_utime), secs(ru.ru_stime))
+    };
+    let (u0, s0) = usage();
+    let t = Instant::now();
+    let image = store.freeze();
+    let mut f = std::fs::File::create(&out).expect("create");
+    nvecd::snapshot::write_snapshot(&mut f, &image, 0, &out).expect("write");
+    let written = t.elapsed().as_secs_f64();
+    f.sync_all().expect("fsync");
+    report("save", t);
+    let (u1, s1) = usage();
+    println!(
+        "  of which writing {written:.3} s, fsync the rest; thread user {:.3} s, system {:.3} s",
+        u1 - u0,
+        s1 - s0
+    );
+    drop(f);
+    let _ = std::fs::remove_file(&out);
     // SIM events as the bench asks it: items drawn Zipf-like (weight
     // 1/(rank+1)) over the items named in the file.
     let items = store.stats().vectors.max(1) as usize;
