@@ -110,14 +110,17 @@ YAML
     # SAVE / LOAD against dd with fsync, same directory, same amount of data.
     if [ -f "$JSON" ]; then
         cp "$JSON" "$OUT_DIR/$SCALE-$(date -u +%Y%m%dT%H%M%SZ).json"
-        read -r SIZE SAVE_S LOAD_S VERIFY_S < <(python3 - "$JSON" <<'PY'
+        read -r SIZE SAVE_S LOAD_S VERIFY_S LOAD2_S < <(python3 - "$JSON" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 snap = d.get("results", {}).get("snapshot", {})
-steps = {s["command"].split()[1]: s for s in snap.get("steps", []) if s.get("ok")}
+steps = {}
+for s in snap.get("steps", []):
+    if s.get("ok"):
+        steps[s.get("label", s["command"]).replace("DUMP ", "").split(" ", 1)[0] + (" again" if "(again)" in s.get("label", "") else "")] = s
 def sec(k):
     return steps[k]["seconds"] if k in steps else "-"
-print(snap.get("size_bytes") or 0, sec("SAVE"), sec("LOAD"), sec("VERIFY"))
+print(snap.get("size_bytes") or 0, sec("SAVE"), sec("LOAD"), sec("VERIFY"), sec("LOAD again"))
 PY
 )
         if [ "${SIZE:-0}" -gt 0 ]; then
@@ -126,20 +129,20 @@ PY
             dd if=/dev/zero of="$DIR/dd.bin" bs=1M count="$MB" conv=fsync status=none
             T1=$(date +%s.%N)
             rm -f "$DIR/dd.bin"
-            python3 - "$SIZE" "$MB" "$T0" "$T1" "$SAVE_S" "$LOAD_S" "$VERIFY_S" <<'PY'
+            python3 - "$SIZE" "$MB" "$T0" "$T1" "$SAVE_S" "$LOAD_S" "$VERIFY_S" "$LOAD2_S" <<'PY'
 import sys
 size, mb, t0, t1 = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 dd_s = t1 - t0
 dd_rate = mb * 1048576 / dd_s / 1e6
 print(f"== snapshot vs dd (MB = 10^6 bytes) ==")
 print(f"dd bs=1M count={mb} conv=fsync: {dd_s:.3f} s, {dd_rate:.1f} MB/s")
-for name, s in (("SAVE", sys.argv[5]), ("LOAD", sys.argv[6]), ("VERIFY", sys.argv[7])):
+for name, s in (("SAVE", sys.argv[5]), ("LOAD", sys.argv[6]), ("LOAD again", sys.argv[8]), ("VERIFY", sys.argv[7])):
     if s == "-":
-        print(f"{name:<6}: failed")
+        print(f"{name:<10}: failed")
         continue
     s = float(s)
     rate = size / s / 1e6 if s > 0 else float("inf")
-    print(f"{name:<6}: {s:.3f} s, {rate:.1f} MB/s = {rate / dd_rate:.2f} x dd")
+    print(f"{name:<10}: {s:.3f} s, {rate:.1f} MB/s = {rate / dd_rate:.2f} x dd")
 PY
         else
             echo "(no snapshot size: DUMP SAVE failed or was not run; dd comparison skipped)"

@@ -10,7 +10,8 @@
 //! - `query`: `SIM item<k> 10 using=vectors|events|fusion` and `SIMV 10 <D floats>`,
 //!   one request at a time per connection, on 1 and on N connections.
 //!   `(error) Item not found` is a valid answer, counted as `notfound`.
-//! - `snapshot`: wall time of `DUMP SAVE|VERIFY|LOAD bench.nvec`.
+//! - `snapshot`: wall time of `DUMP SAVE|VERIFY|LOAD bench.nvec`, the LOAD twice
+//!   (into fresh memory, then replacing the loaded state).
 //! - `stall`: EVENT latency on 2 connections without a save, then while
 //!   `DUMP SAVE stall.nvec` runs on a third one.
 //!
