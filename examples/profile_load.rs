@@ -51,7 +51,7 @@ fn main() {
     spent[3] = t_finish.elapsed().as_secs_f64();
     report("build half", t);
     println!(
-        "  of which: contexts {:.3} s, pairs {:.3} s, vectors {:.3} s (with the rows left at the pairs' end), finish {:.3} s",
+        "  of which: contexts {:.3} s, pairs {:.3} s, vectors {:.3} s, finish {:.3} s (with the rows left at the end of the pairs)",
         spent[0], spent[1], spent[2], spent[3]
     );
     println!("{:?}", store.stats());

@@ -117,7 +117,10 @@ snap = d.get("results", {}).get("snapshot", {})
 steps = {}
 for s in snap.get("steps", []):
     if s.get("ok"):
-        steps[s.get("label", s["command"]).replace("DUMP ", "").split(" ", 1)[0] + (" again" if "(again)" in s.get("label", "") else "")] = s
+        name = s["command"].split()[1]  # SAVE, VERIFY, LOAD
+        if "(again)" in s.get("label", ""):
+            name += " again"
+        steps[name] = s
 def sec(k):
     return steps[k]["seconds"] if k in steps else "-"
 print(snap.get("size_bytes") or 0, sec("SAVE"), sec("LOAD"), sec("VERIFY"), sec("LOAD again"))

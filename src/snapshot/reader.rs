@@ -140,6 +140,11 @@ fn corrupt(msg: impl Into<String>) -> SnapshotError {
     SnapshotError::Corrupt(msg.into())
 }
 
+/// `Corrupt snapshot: <section> section: <msg>`.
+fn section_corrupt(section: Section, msg: impl std::fmt::Display) -> SnapshotError {
+    corrupt(format!("{} section: {msg}", section.name()))
+}
+
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
@@ -459,7 +464,7 @@ impl<'r, 'f> Cursor<'r, 'f> {
     }
 
     fn err(&self, msg: impl std::fmt::Display) -> SnapshotError {
-        corrupt(format!("{} section: {msg}", self.section.name()))
+        section_corrupt(self.section, msg)
     }
 
     /// Trailing bytes are an error; the CRC must equal pass A's.
@@ -748,12 +753,7 @@ impl PairSink {
         if self.out.pairs.len() >= self.batch {
             emit(sink, LoadBatch::Pairs(std::mem::take(&mut self.out)))?;
         }
-        let too_many = || {
-            corrupt(format!(
-                "{} section: too many item names",
-                Section::CoOccurrence.name()
-            ))
-        };
+        let too_many = || section_corrupt(Section::CoOccurrence, "too many item names");
         let ia = match self.a_id {
             Some(id) if !new_a => id,
             _ => {
@@ -793,6 +793,12 @@ type Staged<'w> = (&'w [u8], &'w [u8], f32, bool, u64);
 /// Pairs staged before naming: enough for their slots' cache misses to
 /// overlap, few enough that the slots are still cached when named.
 const PAIR_STAGE: usize = 32;
+
+/// `prev` becomes a copy of `bytes`, reusing its allocation.
+fn keep(prev: &mut Vec<u8>, bytes: &[u8]) {
+    prev.clear();
+    prev.extend_from_slice(bytes);
+}
 
 fn decode_pairs(
     cur: &mut Cursor<'_, '_>,
@@ -849,10 +855,8 @@ fn decode_pairs(
         pairs.push_staged(&mut staged, sink)?;
         std::hint::black_box(touched);
         if let Some((la, lb)) = last {
-            prev_a.clear();
-            prev_a.extend_from_slice(la);
-            prev_b.clear();
-            prev_b.extend_from_slice(lb);
+            keep(&mut prev_a, la);
+            keep(&mut prev_b, lb);
         }
         cur.consume(at);
         if at > 0 || i == n {
@@ -890,10 +894,8 @@ fn decode_pairs(
             let hash = pairs.namer.hash(b.as_bytes());
             pairs.push(a.as_bytes(), b.as_bytes(), score, new_a, hash, sink)?;
         }
-        prev_a.clear();
-        prev_a.extend_from_slice(a.as_bytes());
-        prev_b.clear();
-        prev_b.extend_from_slice(b.as_bytes());
+        keep(&mut prev_a, a.as_bytes());
+        keep(&mut prev_b, b.as_bytes());
         i += 1;
     }
     if !pairs.out.pairs.is_empty() {

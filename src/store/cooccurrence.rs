@@ -114,23 +114,17 @@ impl CoIndex {
     /// `add(a, b, p)` for every `(b, p)` of `partners`, in order, with one
     /// copy-on-write check for row `a` instead of one per pair (the ingest path).
     pub(crate) fn add_all(&mut self, a: u32, partners: &[(u32, f32)]) {
-        let Some(max) = partners.iter().map(|&(b, _)| b).max() else {
+        if partners.is_empty() {
             return;
-        };
-        let needed = max.max(a) as usize;
-        while self.rows.len() <= needed {
-            self.rows.push(None);
         }
         let mut added = 0u64;
-        if let Some(slot) = self.rows.get_mut(a as usize) {
-            let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-            for &(b, p) in partners {
-                if p == 0.0 || b == a {
-                    continue;
-                }
-                if row.write(b, |old| old.map_or(p, |v| v + p)) {
-                    added += 1;
-                }
+        let row = self.row_mut(a);
+        for &(b, p) in partners {
+            if p == 0.0 || b == a {
+                continue;
+            }
+            if row.write(b, |old| old.map_or(p, |v| v + p)) {
+                added += 1;
             }
         }
         self.entries += added;
@@ -167,33 +161,32 @@ impl CoIndex {
         if total == 0 {
             return;
         }
-        let at = item as usize;
-        while self.rows.len() <= at {
-            self.rows.push(None);
-        }
         let mut added = 0u64;
-        if let Some(slot) = self.rows.get_mut(at) {
-            let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-            row.scores.reserve(total);
-            for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
-                if b != item && row.write(b, |_| score) {
-                    added += 1;
-                }
+        let row = self.row_mut(item);
+        row.scores.reserve(total);
+        for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
+            if b != item && row.write(b, |_| score) {
+                added += 1;
             }
         }
         self.entries += added;
     }
 
     fn update(&mut self, a: u32, b: u32, f: impl FnOnce(Option<f32>) -> f32) {
-        let a = a as usize;
-        while self.rows.len() <= a {
-            self.rows.push(None);
-        }
-        let slot = self.rows.get_mut(a).expect("rows were just extended");
-        let row = Arc::make_mut(slot.get_or_insert_with(Default::default));
-        if row.write(b, f) {
+        if self.row_mut(a).write(b, f) {
             self.entries += 1;
         }
+    }
+
+    /// Row `item` for writing: created if absent, copied first if a frozen
+    /// image shares it.
+    fn row_mut(&mut self, item: u32) -> &mut Row {
+        let at = item as usize;
+        while self.rows.len() <= at {
+            self.rows.push(None);
+        }
+        let slot = self.rows.get_mut(at).expect("rows were just extended");
+        Arc::make_mut(slot.get_or_insert_with(Default::default))
     }
 
     /// Unordered pairs.

@@ -611,7 +611,7 @@ pub struct StoreBuilder {
     /// `co[b][a]` entries waiting for row `b` to be built, by store item `b`.
     /// Pairs come sorted by `a`, so every pair naming `b` second comes before
     /// `b`'s own run: row `b` is built once, at its final size, when that run
-    /// arrives (or at `flush_pairs` for items never named first).
+    /// arrives (or in `finish` for items never named first).
     pending: Vec<Vec<(u32, f32)>>,
 }
 
@@ -634,10 +634,6 @@ impl StoreBuilder {
     }
     /// Adds one batch; `InvalidData` for records that cannot form a valid store.
     pub fn apply(&mut self, batch: LoadBatch) -> Result<(), StoreError> {
-        if let LoadBatch::Pairs(batch) = batch {
-            return self.apply_pairs(batch);
-        }
-        self.flush_pairs();
         let s = &mut self.store;
         match batch {
             LoadBatch::Contexts(list) => {
@@ -645,7 +641,7 @@ impl StoreBuilder {
                     s.load_context(c)?;
                 }
             }
-            LoadBatch::Pairs(_) => {}
+            LoadBatch::Pairs(batch) => self.apply_pairs(batch)?,
             LoadBatch::Dimension(d) => {
                 let default = s.cfg.default_dimension;
                 if default != 0 && d != 0 && d != default {
@@ -686,6 +682,7 @@ impl StoreBuilder {
         }
         Ok(())
     }
+
     fn apply_pairs(&mut self, batch: PairBatch) -> Result<(), StoreError> {
         let s = &mut self.store;
         for name in &batch.new_names {
@@ -757,9 +754,7 @@ impl StoreBuilder {
         }
         store
     }
-}
 
-impl StoreBuilder {
     /// Row `a` from its waiting entries and `run` (its own pairs `a < b`).
     fn fill_row(co: &mut CoIndex, pending: &mut [Vec<(u32, f32)>], a: u32, run: &[(u32, f32)]) {
         let waiting = pending
@@ -769,8 +764,9 @@ impl StoreBuilder {
         co.fill_row(a, [&waiting, run]);
     }
 
-    /// Builds the rows still waiting (items only ever named second, and any
-    /// entries that came after their row was built, as in unsorted batches).
+    /// Builds the rows still waiting at the end of a load (items only ever
+    /// named second, and entries that came after their row was built, as in
+    /// unsorted batches).
     fn flush_pairs(&mut self) {
         for (b, waiting) in std::mem::take(&mut self.pending).into_iter().enumerate() {
             if let Ok(b) = u32::try_from(b) {
