@@ -9,36 +9,113 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use super::cowvec::CowVec;
 use super::DecayReport;
 
+/// One slot of a row's table: a neighbour's item number (`EMPTY` when the
+/// slot is free) and its score.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    key: u32,
+    score: f32,
+}
+
+/// Key of a free slot. Item numbers never reach it (the interner stops below).
+const EMPTY: u32 = u32::MAX;
+const FREE: Slot = Slot {
+    key: EMPTY,
+    score: 0.0,
+};
+/// Smallest table: 4 slots (half a cache line).
+const MIN_SLOTS: usize = 4;
+
 /// One item's neighbours: other item number -> score, and the largest score.
+///
+/// An open-addressing table of 8-byte slots with linear probing, at most 3/4
+/// full: a lookup usually reads one cache line, whose address is known from
+/// the row header alone (so the ingest path can prefetch it), and a SIM reads
+/// the row as one contiguous array. Scores are only removed by decay, which
+/// rebuilds the rows it shrinks, so there are no tombstones.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Row {
-    scores: FxHashMap<u32, f32>,
+    slots: Box<[Slot]>,
+    len: usize,
     /// The largest score (0 when empty), kept exact by every write, so a SIM
     /// reads the row once instead of once for the maximum and once to rank.
     max: f32,
 }
 
+/// Slots examined together when a row is read whole.
+const BLOCK: usize = 8;
+
+/// Bit `i` set when slot `i` of `block` (at most 32 slots) holds an entry.
+#[inline]
+fn occupied(block: &[Slot]) -> u32 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, s)| m | (u32::from(s.key != EMPTY) << i))
+}
+
+/// Home slot of `key` in a table of `mask + 1` slots (Fibonacci hashing).
+#[inline]
+fn home(key: u32, mask: usize) -> usize {
+    let h = u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 32) as usize & mask
+}
+
+/// Slots needed for `n` entries at load ≤ 3/4.
+fn slots_for(n: usize) -> usize {
+    (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(MIN_SLOTS)
+}
+
 impl Row {
     #[cfg(test)]
     pub(crate) fn get(&self, b: &u32) -> Option<&f32> {
-        self.scores.get(b)
+        self.find(*b).and_then(|i| self.slots.get(i)).map(|s| &s.score)
     }
 
-    pub(crate) fn iter(&self) -> std::collections::hash_map::Iter<'_, u32, f32> {
-        self.scores.iter()
+    /// `(neighbour, score)` pairs, in table order. Walks the table a block of
+    /// `BLOCK` slots at a time, so which slots are free costs a bit mask per
+    /// block instead of a hard-to-predict branch per slot.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.slots.chunks(BLOCK).flat_map(|block| {
+            let mut used = occupied(block);
+            std::iter::from_fn(move || {
+                let i = used.trailing_zeros() as usize;
+                used &= used.checked_sub(1)?;
+                block.get(i).map(|s| (s.key, s.score))
+            })
+        })
+    }
+
+    /// Calls `f(neighbour, score)` for the entries of every block of `BLOCK`
+    /// slots that holds an entry with `score / div >= floor()` (`floor` is read
+    /// once per block, before its entries are visited); other blocks are
+    /// skipped without a branch per slot. So every entry with
+    /// `score / div >= floor()` is visited, and a SIM whose top-k already holds
+    /// better candidates skips most of a large row cheaply.
+    pub(crate) fn scan(&self, div: f32, mut floor: impl FnMut() -> f32, mut f: impl FnMut(u32, f32)) {
+        for block in self.slots.chunks(BLOCK) {
+            let t = floor();
+            let hit = block
+                .iter()
+                .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
+            if hit {
+                for s in block.iter().filter(|s| s.key != EMPTY) {
+                    f(s.key, s.score);
+                }
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.scores.len()
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.scores.is_empty()
+        self.len == 0
     }
 
     /// The largest score, exactly `max` over `iter()` (0 when empty).
@@ -46,26 +123,88 @@ impl Row {
         self.max
     }
 
-    fn contains_key(&self, b: &u32) -> bool {
-        self.scores.contains_key(b)
+    /// Index of `b`'s slot, if present.
+    #[cfg(test)]
+    fn find(&self, b: u32) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = home(b, mask);
+        loop {
+            let key = self.slots.get(i)?.key;
+            if key == b {
+                return Some(i);
+            }
+            if key == EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Index of `b`'s slot, or of the free slot where it would go (the table
+    /// must have a free slot).
+    #[inline]
+    fn probe(&self, b: u32) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = home(b, mask);
+        while let Some(s) = self.slots.get(i) {
+            if s.key == b || s.key == EMPTY {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Address of the cache line a lookup of `b` reads first (for prefetching).
+    #[inline]
+    fn line_of(&self, b: u32) -> Option<*const Slot> {
+        let mask = self.slots.len().checked_sub(1)?;
+        self.slots.get(home(b, mask)).map(|s| s as *const Slot)
+    }
+
+    /// Makes room for `extra` more entries without growing again.
+    fn reserve(&mut self, extra: usize) {
+        let want = slots_for(self.len.saturating_add(extra));
+        if want > self.slots.len() {
+            self.resize(want);
+        }
+    }
+
+    /// Rehashes every entry into a table of `n` slots (a power of two that
+    /// holds them at load ≤ 3/4).
+    fn resize(&mut self, n: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![FREE; n].into_boxed_slice());
+        for s in old.iter().filter(|s| s.key != EMPTY) {
+            let i = self.probe(s.key);
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = *s;
+            }
+        }
     }
 
     /// Sets `co[.][b] = f(old)` (`f(None)` when absent); true if `b` is new.
     #[inline]
     fn write(&mut self, b: u32, f: impl FnOnce(Option<f32>) -> f32) -> bool {
-        let (old, new) = match self.scores.get_mut(&b) {
-            Some(v) => {
-                let old = *v;
-                *v = f(Some(old));
-                (Some(old), *v)
-            }
-            None => {
-                let new = f(None);
-                self.scores.insert(b, new);
-                (None, new)
-            }
+        debug_assert!(b != EMPTY);
+        if self.slots.is_empty() {
+            self.resize(MIN_SLOTS);
+        }
+        let mut i = self.probe(b);
+        let present = self.slots.get(i).is_some_and(|s| s.key == b);
+        if !present && (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize(slots_for(self.len + 1));
+            i = self.probe(b);
+        }
+        let Some(slot) = self.slots.get_mut(i) else {
+            return false;
         };
-        if new >= self.max || self.scores.len() == 1 {
+        let old = present.then_some(slot.score);
+        let new = f(old);
+        *slot = Slot { key: b, score: new };
+        if old.is_none() {
+            self.len += 1;
+        }
+        if new >= self.max || self.len == 1 {
             self.max = new;
         } else if old == Some(self.max) {
             // The largest score went down (never on the ingest path, where
@@ -76,8 +215,52 @@ impl Row {
     }
 
     fn recompute_max(&mut self) {
-        self.max = self.scores.values().copied().fold(0.0, f32::max);
+        self.max = self.iter().map(|(_, s)| s).fold(0.0, f32::max);
     }
+
+    /// Multiplies every score by `alpha`, drops those below `DECAY_FLOOR`, and
+    /// rebuilds the table if any were dropped.
+    fn decay(&mut self, alpha: f32) {
+        let mut dropped = false;
+        for s in self.slots.iter_mut().filter(|s| s.key != EMPTY) {
+            s.score *= alpha;
+            dropped |= s.score < DECAY_FLOOR;
+        }
+        if dropped {
+            let kept: Vec<Slot> = self
+                .slots
+                .iter()
+                .filter(|s| s.key != EMPTY && s.score >= DECAY_FLOOR)
+                .copied()
+                .collect();
+            self.len = kept.len();
+            self.slots = Box::default();
+            if !kept.is_empty() {
+                self.slots = vec![FREE; slots_for(kept.len())].into_boxed_slice();
+                for s in kept {
+                    let i = self.probe(s.key);
+                    if let Some(slot) = self.slots.get_mut(i) {
+                        *slot = s;
+                    }
+                }
+            }
+        }
+        self.recompute_max();
+    }
+}
+
+/// Hints the CPU to start loading the cache line at `p` (no effect on results;
+/// a prefetch never faults, whatever the address).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it reads nothing architecturally and
+    // cannot fault, and `p` comes from a live reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Scores below this are dropped by decay.
@@ -119,6 +302,11 @@ impl CoIndex {
         }
         let mut added = 0u64;
         let row = self.row_mut(a);
+        for &(b, _) in partners {
+            if let Some(p) = row.line_of(b) {
+                prefetch(p);
+            }
+        }
         for &(b, p) in partners {
             if p == 0.0 || b == a {
                 continue;
@@ -137,19 +325,25 @@ impl CoIndex {
         }
     }
 
-    /// Read-only lookups of `co[b][a]` for every partner, ahead of the updates.
-    /// Each update of another item's row is a chain of dependent cache misses
-    /// (row pointer, row header, hash slot); these lean, independent lookups
-    /// let the CPU overlap the misses of many partners, so the updates that
-    /// follow find their rows in cache. No effect on the result.
+    /// Prefetches, ahead of the updates, what `co[b][a]` for every partner
+    /// will read: first each partner's row header, then (once those have
+    /// arrived) the slot its lookup of `a` starts at. Each update of another
+    /// item's row is otherwise a chain of dependent cache misses (row header,
+    /// then slot); this lets the CPU overlap the misses of all partners. No
+    /// effect on the result.
     fn warm(&self, a: u32, partners: &[(u32, f32)]) {
-        let mut found = 0u32;
         for &(b, _) in partners {
             if let Some(Some(row)) = self.rows.get(b as usize) {
-                found = found.wrapping_add(u32::from(row.contains_key(&a)));
+                prefetch(Arc::as_ptr(row));
             }
         }
-        std::hint::black_box(found);
+        for &(b, _) in partners {
+            if let Some(Some(row)) = self.rows.get(b as usize) {
+                if let Some(p) = row.line_of(a) {
+                    prefetch(p);
+                }
+            }
+        }
     }
 
     /// `co[item][b] = score` for every `(b, score)` of each part, with room
@@ -163,7 +357,7 @@ impl CoIndex {
         }
         let mut added = 0u64;
         let row = self.row_mut(item);
-        row.scores.reserve(total);
+        row.reserve(total);
         for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
             if b != item && row.write(b, |_| score) {
                 added += 1;
@@ -201,11 +395,7 @@ impl CoIndex {
         self.rows.for_each_mut(|slot| {
             let Some(row) = slot else { return };
             let row = Arc::make_mut(row);
-            row.scores.retain(|_, v| {
-                *v *= alpha;
-                *v >= DECAY_FLOOR
-            });
-            row.recompute_max();
+            row.decay(alpha);
             if row.is_empty() {
                 *slot = None;
             } else {
@@ -224,7 +414,8 @@ impl CoIndex {
         &self.rows
     }
 
-    /// Rough heap bytes: ~12 bytes per hash slot at load 7/8, plus row headers.
+    /// Rough heap bytes: 8-byte slots at load 3/8..3/4 (~14 bytes per entry),
+    /// plus row headers.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48
     }
@@ -300,7 +491,7 @@ mod tests {
         let check = |co: &CoIndex, when: &str| {
             for item in 0..40 {
                 if let Some(r) = co.row(item) {
-                    let max = r.iter().map(|(_, &s)| s).fold(f32::NEG_INFINITY, f32::max);
+                    let max = r.iter().map(|(_, s)| s).fold(f32::NEG_INFINITY, f32::max);
                     assert_eq!(r.max(), max, "row {item} {when}");
                 }
             }
@@ -341,5 +532,90 @@ mod tests {
         assert_eq!(old.get(&1), Some(&1.0));
         assert_eq!(old.len(), 1);
         assert_eq!(score(&co, 0, 1), Some(2.0));
+    }
+
+    /// The row table against a `BTreeMap` model through inserts, updates
+    /// (also lowering ones), growth, loads and decays that drop entries.
+    #[test]
+    fn the_row_table_behaves_like_a_map() {
+        use std::collections::BTreeMap;
+        let mut row = Row::default();
+        let mut model: BTreeMap<u32, f32> = BTreeMap::new();
+        let mut x: u64 = 7;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % m
+        };
+        let check = |row: &Row, model: &BTreeMap<u32, f32>, when: u64| {
+            assert_eq!(row.len(), model.len(), "len at {when}");
+            let mut got: Vec<(u32, f32)> = row.iter().collect();
+            got.sort_by_key(|&(b, _)| b);
+            let want: Vec<(u32, f32)> = model.iter().map(|(&b, &s)| (b, s)).collect();
+            assert_eq!(got, want, "entries at {when}");
+            for b in 0..600 {
+                assert_eq!(row.get(&b), model.get(&b), "get({b}) at {when}");
+            }
+            let max = model.values().copied().fold(0.0, f32::max);
+            assert_eq!(row.max(), max, "max at {when}");
+            assert!(row.len() * 4 <= row.slots.len() * 3 || row.slots.is_empty());
+        };
+        for step in 0..20_000u64 {
+            // Keys spread over 0..600 but clustered, so probe runs form and wrap.
+            let b = (next(300) * 2 + next(2)) as u32;
+            match next(10) {
+                0..=6 => {
+                    let p = (next(100) + 1) as f32;
+                    let new = row.write(b, |old| old.map_or(p, |v| v + p));
+                    assert_eq!(new, !model.contains_key(&b));
+                    *model.entry(b).or_insert(0.0) += p;
+                }
+                7 | 8 => {
+                    let v = next(1000) as f32 / 10.0 + 1e-3;
+                    row.write(b, |_| v);
+                    model.insert(b, v);
+                }
+                _ => {
+                    if step % 500 == 9 {
+                        let alpha = if next(2) == 0 { 0.5 } else { 1e-3 };
+                        row.decay(alpha);
+                        model.retain(|_, v| {
+                            *v *= alpha;
+                            *v >= DECAY_FLOOR
+                        });
+                    }
+                }
+            }
+            if step % 97 == 0 {
+                check(&row, &model, step);
+            }
+        }
+        check(&row, &model, u64::MAX);
+        row.decay(0.0);
+        model.clear();
+        check(&row, &model, u64::MAX);
+        assert!(row.slots.is_empty(), "an emptied row frees its table");
+    }
+
+    #[test]
+    fn scan_visits_every_entry_at_or_above_the_floor() {
+        let mut row = Row::default();
+        for b in 0..1000u32 {
+            row.write(b * 7, |_| (b % 97) as f32);
+        }
+        for floor in [0.0f32, 0.5, 0.9, 1.0, 2.0] {
+            let mut seen = Vec::new();
+            row.scan(96.0, || floor, |b, s| seen.push((b, s)));
+            let mut want: Vec<(u32, f32)> = row.iter().filter(|&(_, s)| s / 96.0 >= floor).collect();
+            want.sort_by_key(|&(b, _)| b);
+            let mut hit: Vec<(u32, f32)> = seen.iter().copied().filter(|&(_, s)| s / 96.0 >= floor).collect();
+            hit.sort_by_key(|&(b, _)| b);
+            assert_eq!(hit, want, "floor {floor}");
+            assert!(
+                floor < 1.0 || seen.len() < row.len(),
+                "floor {floor} should skip blocks"
+            );
+        }
     }
 }

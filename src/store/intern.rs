@@ -36,7 +36,11 @@ impl Interner {
         if let Some(&n) = self.map.get(name) {
             return n;
         }
-        let n = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names");
+        // u32::MAX stays unused: the co-occurrence rows use it as their free key.
+        let n = u32::try_from(self.names.len())
+            .ok()
+            .filter(|&n| n != u32::MAX)
+            .expect("fewer than 2^32 - 1 distinct names");
         let name: Arc<str> = Arc::from(name);
         self.name_bytes += name.len();
         self.names.push(name.clone());

@@ -358,11 +358,7 @@ impl Store {
                 )
             })
         };
-        let by_events = |k| {
-            row.map_or_else(Vec::new, |r| {
-                events_top_k(r.iter().map(|(&b, &s)| (b, s)), r.max(), k, name)
-            })
-        };
+        let by_events = |k| row.map_or_else(Vec::new, |r| events_top_k(r, k, name));
         let cands: Vec<Cand<'_>> = match mode {
             SimMode::Vectors => {
                 if vector.is_none() {
@@ -567,7 +563,7 @@ impl StoreImage {
                 continue;
             };
             buf.clear();
-            buf.extend(row.iter().filter_map(|(&b, &s)| {
+            buf.extend(row.iter().filter_map(|(b, s)| {
                 let rb = rank_of(b);
                 (rb > ra).then_some((rb, s))
             }));

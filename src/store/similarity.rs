@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::cooccurrence::Row;
 use super::vectors::VectorChunks;
 use super::{Metric, Scored};
 
@@ -175,6 +176,16 @@ impl<'a> TopK<'a> {
         }
     }
 
+    /// A score below this cannot enter now (`-inf` until `k` are kept; the
+    /// threshold only rises). Equal scores may still enter by name.
+    pub(crate) fn floor(&self) -> f32 {
+        match self.heap.peek() {
+            Some(w) if self.heap.len() >= self.k => w.0.score,
+            _ if self.k == 0 => f32::INFINITY,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
     fn replace_top(&mut self, score: f32, item: u32, name: &'a Arc<str>) {
         if let Some(mut top) = self.heap.peek_mut() {
             *top = Worst(Cand { score, item, name });
@@ -233,17 +244,19 @@ const PARALLEL_SCAN_MIN_VECTORS: usize = 32 * 1024;
 
 /// The best `k` neighbours in a co-occurrence row, scored `co / max`, where
 /// `max` is the row's largest score.
-pub(crate) fn events_top_k<'a>(
-    row: impl Iterator<Item = (u32, f32)>,
-    max: f32,
-    k: usize,
-    name: impl Fn(u32) -> &'a Arc<str>,
-) -> Vec<Cand<'a>> {
+pub(crate) fn events_top_k<'a>(row: &Row, k: usize, name: impl Fn(u32) -> &'a Arc<str>) -> Vec<Cand<'a>> {
+    let max = row.max();
     let mut top = TopK::new(k);
     if max > 0.0 {
-        for (item, s) in row {
-            top.offer(s / max, item, || name(item));
-        }
+        // `scan` visits at least every entry whose score could enter `top`
+        // now (its threshold only rises), and `offer` decides exactly as if
+        // every entry were offered.
+        let top = std::cell::RefCell::new(&mut top);
+        row.scan(
+            max,
+            || top.borrow().floor(),
+            |item, s| top.borrow_mut().offer(s / max, item, || name(item)),
+        );
     }
     top.into_sorted()
 }
@@ -342,6 +355,34 @@ mod tests {
     fn cosine_of_a_zero_vector_is_zero() {
         assert_eq!(vector_score(Metric::Cosine, &[0.0], 0.0, &[1.0], 1.0), 0.0);
         assert_eq!(vector_score(Metric::L2, &[0.0], 0.0, &[0.0], 0.0), 1.0);
+    }
+
+    /// `events_top_k` (which skips blocks of the row below the current
+    /// floor) returns exactly what offering every entry would, ties included.
+    #[test]
+    fn events_top_k_equals_offering_every_entry() {
+        use super::super::cooccurrence::CoIndex;
+        let names: Vec<Arc<str>> = (0..3000).map(|i| Arc::from(format!("item{i}"))).collect();
+        let name = |i: u32| &names[i as usize];
+        let mut co = CoIndex::new();
+        let mut x: u32 = 3;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let b = 1 + (x >> 8) % 2999;
+            // Few distinct scores, so many ties are broken by name.
+            co.add(0, b, ((x >> 20) % 5 + 1) as f32);
+        }
+        let row = co.row(0).expect("row 0");
+        for k in [0, 1, 3, 10, 50, 5000] {
+            let got = events_top_k(row, k, name);
+            let mut all = TopK::new(k);
+            for (b, s) in row.iter() {
+                all.offer(s / row.max(), b, || name(b));
+            }
+            let want = all.into_sorted();
+            let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score)).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "k = {k}");
+        }
     }
 
     #[test]
