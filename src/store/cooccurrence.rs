@@ -182,6 +182,39 @@ impl Row {
         }
     }
 
+    /// `co[.][b] = score` for every `(b, score)` of `entries` (at most
+    /// `count` of them), with room made once: the load path, which fills
+    /// most rows in one call. Same result as `write(b, |_| score)` for each.
+    fn set_all<'e>(&mut self, entries: impl Iterator<Item = &'e (u32, f32)>, count: usize) {
+        self.reserve(count);
+        let mut replaced = false;
+        let mut max = self.max;
+        for &(b, score) in entries {
+            debug_assert!(b != EMPTY);
+            if (self.len + 1) * 4 > self.slots.len() * 3 {
+                // More entries than `count` said: grow as `write` would.
+                self.resize(slots_for(self.len + 1));
+            }
+            let i = self.probe(b);
+            let Some(slot) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if slot.key == b {
+                replaced = true;
+            } else {
+                self.len += 1;
+            }
+            *slot = Slot { key: b, score };
+            max = if self.len == 1 { score } else { max.max(score) };
+        }
+        if replaced {
+            // A replaced score may have been the largest.
+            self.recompute_max();
+        } else {
+            self.max = max;
+        }
+    }
+
     /// Sets `co[.][b] = f(old)` (`f(None)` when absent); true if `b` is new.
     #[inline]
     fn write(&mut self, b: u32, f: impl FnOnce(Option<f32>) -> f32) -> bool {
@@ -355,15 +388,13 @@ impl CoIndex {
         if total == 0 {
             return;
         }
-        let mut added = 0u64;
         let row = self.row_mut(item);
-        row.reserve(total);
-        for &(b, score) in parts.iter().flat_map(|p| p.iter()) {
-            if b != item && row.write(b, |_| score) {
-                added += 1;
-            }
-        }
-        self.entries += added;
+        let before = row.len();
+        row.set_all(
+            parts.iter().flat_map(|p| p.iter()).filter(|&&(b, _)| b != item),
+            total,
+        );
+        self.entries += (row.len() - before) as u64;
     }
 
     fn update(&mut self, a: u32, b: u32, f: impl FnOnce(Option<f32>) -> f32) {
