@@ -73,7 +73,11 @@ fn slots_for(n: usize) -> usize {
 impl Row {
     #[cfg(test)]
     pub(crate) fn get(&self, b: &u32) -> Option<&f32> {
-        self.find(*b).and_then(|i| self.slots.get(i)).map(|s| &s.score)
+        if self.slots.is_empty() {
+            return None;
+        }
+        let s = self.slots.get(self.probe(*b))?;
+        (s.key == *b).then_some(&s.score)
     }
 
     /// `(neighbour, score)` pairs, in table order. Walks the table a block of
@@ -90,21 +94,27 @@ impl Row {
         })
     }
 
-    /// Calls `f(neighbour, score)` for the entries of every block of `BLOCK`
-    /// slots that holds an entry with `score / div >= floor()` (`floor` is read
-    /// once per block, before its entries are visited); other blocks are
-    /// skipped without a branch per slot. So every entry with
-    /// `score / div >= floor()` is visited, and a SIM whose top-k already holds
-    /// better candidates skips most of a large row cheaply.
-    pub(crate) fn scan(&self, div: f32, mut floor: impl FnMut() -> f32, mut f: impl FnMut(u32, f32)) {
+    /// Calls `f(state, neighbour, score)` for the entries of every block of
+    /// `BLOCK` slots that holds an entry with `score / div >= floor(state)`
+    /// (`floor` is read once per block, before its entries are visited); other
+    /// blocks are skipped without a branch per slot. So every entry with
+    /// `score / div >= floor(state)` is visited, and a SIM whose top-k already
+    /// holds better candidates skips most of a large row cheaply.
+    pub(crate) fn scan<S>(
+        &self,
+        div: f32,
+        state: &mut S,
+        floor: impl Fn(&S) -> f32,
+        mut f: impl FnMut(&mut S, u32, f32),
+    ) {
         for block in self.slots.chunks(BLOCK) {
-            let t = floor();
+            let t = floor(state);
             let hit = block
                 .iter()
                 .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
             if hit {
                 for s in block.iter().filter(|s| s.key != EMPTY) {
-                    f(s.key, s.score);
+                    f(state, s.key, s.score);
                 }
             }
         }
@@ -121,23 +131,6 @@ impl Row {
     /// The largest score, exactly `max` over `iter()` (0 when empty).
     pub(crate) fn max(&self) -> f32 {
         self.max
-    }
-
-    /// Index of `b`'s slot, if present.
-    #[cfg(test)]
-    fn find(&self, b: u32) -> Option<usize> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let mut i = home(b, mask);
-        loop {
-            let key = self.slots.get(i)?.key;
-            if key == b {
-                return Some(i);
-            }
-            if key == EMPTY {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
     }
 
     /// Index of `b`'s slot, or of the free slot where it would go (the table
@@ -170,6 +163,14 @@ impl Row {
         }
     }
 
+    /// Grows the table if one more entry would fill it past 3/4 (always when
+    /// it has no slots).
+    fn make_room(&mut self) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize(slots_for(self.len + 1));
+        }
+    }
+
     /// Rehashes every entry into a table of `n` slots (a power of two that
     /// holds them at load ≤ 3/4).
     fn resize(&mut self, n: usize) {
@@ -191,10 +192,8 @@ impl Row {
         let mut max = self.max;
         for &(b, score) in entries {
             debug_assert!(b != EMPTY);
-            if (self.len + 1) * 4 > self.slots.len() * 3 {
-                // More entries than `count` said: grow as `write` would.
-                self.resize(slots_for(self.len + 1));
-            }
+            // Only grows if there are more entries than `count` said.
+            self.make_room();
             let i = self.probe(b);
             let Some(slot) = self.slots.get_mut(i) else {
                 continue;
@@ -220,12 +219,12 @@ impl Row {
     fn write(&mut self, b: u32, f: impl FnOnce(Option<f32>) -> f32) -> bool {
         debug_assert!(b != EMPTY);
         if self.slots.is_empty() {
-            self.resize(MIN_SLOTS);
+            self.make_room();
         }
         let mut i = self.probe(b);
         let present = self.slots.get(i).is_some_and(|s| s.key == b);
-        if !present && (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.resize(slots_for(self.len + 1));
+        if !present {
+            self.make_room();
             i = self.probe(b);
         }
         let Some(slot) = self.slots.get_mut(i) else {
@@ -257,25 +256,19 @@ impl Row {
         let mut dropped = false;
         for s in self.slots.iter_mut().filter(|s| s.key != EMPTY) {
             s.score *= alpha;
-            dropped |= s.score < DECAY_FLOOR;
+            if s.score < DECAY_FLOOR {
+                // Freed in place: that breaks probe runs, so the table is
+                // rebuilt below before any lookup.
+                *s = FREE;
+                self.len -= 1;
+                dropped = true;
+            }
         }
         if dropped {
-            let kept: Vec<Slot> = self
-                .slots
-                .iter()
-                .filter(|s| s.key != EMPTY && s.score >= DECAY_FLOOR)
-                .copied()
-                .collect();
-            self.len = kept.len();
-            self.slots = Box::default();
-            if !kept.is_empty() {
-                self.slots = vec![FREE; slots_for(kept.len())].into_boxed_slice();
-                for s in kept {
-                    let i = self.probe(s.key);
-                    if let Some(slot) = self.slots.get_mut(i) {
-                        *slot = s;
-                    }
-                }
+            if self.len == 0 {
+                self.slots = Box::default();
+            } else {
+                self.resize(slots_for(self.len));
             }
         }
         self.recompute_max();
@@ -637,7 +630,7 @@ mod tests {
         }
         for floor in [0.0f32, 0.5, 0.9, 1.0, 2.0] {
             let mut seen = Vec::new();
-            row.scan(96.0, || floor, |b, s| seen.push((b, s)));
+            row.scan(96.0, &mut seen, |_| floor, |seen, b, s| seen.push((b, s)));
             let mut want: Vec<(u32, f32)> = row.iter().filter(|&(_, s)| s / 96.0 >= floor).collect();
             want.sort_by_key(|&(b, _)| b);
             let mut hit: Vec<(u32, f32)> = seen.iter().copied().filter(|&(_, s)| s / 96.0 >= floor).collect();

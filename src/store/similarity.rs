@@ -251,12 +251,9 @@ pub(crate) fn events_top_k<'a>(row: &Row, k: usize, name: impl Fn(u32) -> &'a Ar
         // `scan` visits at least every entry whose score could enter `top`
         // now (its threshold only rises), and `offer` decides exactly as if
         // every entry were offered.
-        let top = std::cell::RefCell::new(&mut top);
-        row.scan(
-            max,
-            || top.borrow().floor(),
-            |item, s| top.borrow_mut().offer(s / max, item, || name(item)),
-        );
+        row.scan(max, &mut top, TopK::floor, |top, item, s| {
+            top.offer(s / max, item, || name(item))
+        });
     }
     top.into_sorted()
 }
