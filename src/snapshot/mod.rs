@@ -11,6 +11,7 @@ pub mod error;
 pub mod files;
 pub mod format;
 pub mod reader;
+mod split;
 #[doc(hidden)]
 pub mod testkit;
 pub mod writer;

@@ -9,6 +9,9 @@
 //!   anything is allocated, and every value (UTF-8, ranges, order, finiteness,
 //!   totals against the header).
 //!
+//! A VERIFY of a large file makes pass B in pieces on several threads beside
+//! pass A (`split.rs`), with the same answers.
+//!
 //! Errors come in the order SPEC 4.2 fixes: bad magic, version, size, file CRC,
 //! footer and framing, section CRCs, flags, then decoding (`Corrupt snapshot:`).
 //! Nothing read from the file reaches `unwrap`, an unchecked index, or an
@@ -17,6 +20,7 @@ use super::format::{
     Section, FOOTER_LEN, HEADER_LEN, MAGIC, MAX_SCORE, MIN_CONTEXT_LEN, MIN_EVENT_LEN, MIN_FILE_LEN,
     MIN_PAIR_LEN, MIN_VECTOR_LEN, SECTION_CRC_LEN, SECTION_OVERHEAD, SECTION_PREFIX_LEN, VERSION,
 };
+use super::split::{verify_parallel, PairWalker, Split};
 use super::{Header, SnapshotError};
 use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedVector, PairBatch, PairNamer};
 use crc32fast::Hasher;
@@ -102,10 +106,28 @@ pub fn read_header(file: &mut File, path: &Path) -> Result<Header, SnapshotError
     check_header_start(&buf, got, actual)
 }
 
-/// DUMP VERIFY: every check of a load, without building anything.
+/// DUMP VERIFY: every check of a load, without building anything. A large
+/// co-occurrence section is decoded on several threads (`split.rs`); the
+/// result, error included, is the one a LOAD of the file would give.
 pub fn verify_file(file: &mut File, path: &Path, opts: LoadOptions) -> Result<VerifyReport, SnapshotError> {
-    let scan = scan(file, path)?;
-    decode(file, path, &scan, opts, None)?;
+    verify_split(file, path, opts, Split::auto())
+}
+
+/// `verify_file` with the threads and the size of the pieces given.
+pub(super) fn verify_split(
+    file: &mut File,
+    path: &Path,
+    opts: LoadOptions,
+    split: Split,
+) -> Result<VerifyReport, SnapshotError> {
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let scan = if split.workers > 1 && len >= split.min_file {
+        verify_parallel(file, path, opts, split)?
+    } else {
+        let scan = scan(file, path, None)?;
+        decode(file, path, &scan, opts, None)?;
+        scan
+    };
     Ok(VerifyReport {
         header: scan.header,
         crc: scan.file_crc,
@@ -121,7 +143,7 @@ pub fn load_file(
     opts: LoadOptions,
     mut sink: impl FnMut(LoadBatch) -> Result<(), SnapshotError>,
 ) -> Result<VerifyReport, SnapshotError> {
-    let scan = scan(file, path)?;
+    let scan = scan(file, path, None)?;
     decode(file, path, &scan, opts, Some(&mut sink))?;
     Ok(VerifyReport {
         header: scan.header,
@@ -129,19 +151,19 @@ pub fn load_file(
     })
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn corrupt(msg: impl Into<String>) -> SnapshotError {
+pub(super) fn corrupt(msg: impl Into<String>) -> SnapshotError {
     SnapshotError::Corrupt(msg.into())
 }
 
 /// `Corrupt snapshot: <section> section: <msg>`.
-fn section_corrupt(section: Section, msg: impl std::fmt::Display) -> SnapshotError {
+pub(super) fn section_corrupt(section: Section, msg: impl std::fmt::Display) -> SnapshotError {
     corrupt(format!("{} section: {msg}", section.name()))
 }
 
@@ -191,23 +213,29 @@ fn check_header_start(buf: &[u8; HEADER_LEN], got: usize, actual: u64) -> Result
 
 /// Where one section's payload lies, and its CRC as computed in pass A.
 #[derive(Debug, Clone, Copy)]
-struct Span {
-    section: Section,
-    payload_offset: u64,
-    payload_len: u64,
-    crc: u32,
+pub(super) struct Span {
+    pub(super) section: Section,
+    pub(super) payload_offset: u64,
+    pub(super) payload_len: u64,
+    pub(super) crc: u32,
 }
 
 /// Result of pass A.
 #[derive(Debug, Clone, Copy)]
-struct Scan {
-    header: Header,
+pub(super) struct Scan {
+    pub(super) header: Header,
     file_crc: u32,
-    spans: [Span; 3],
+    pub(super) spans: [Span; 3],
 }
 
-/// Pass A: header, size, framing, file CRC and section CRCs, streaming.
-fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
+/// Pass A: header, size, framing, file CRC and section CRCs, streaming. A
+/// `walker` learns where each section lies as soon as its prefix is read,
+/// and sees the co-occurrence payload go by.
+pub(super) fn scan(
+    file: &mut File,
+    path: &Path,
+    mut walker: Option<&mut PairWalker<'_>>,
+) -> Result<Scan, SnapshotError> {
     let io = io_err(path);
     let actual = file.metadata().map_err(&io)?.len();
     file.seek(SeekFrom::Start(0)).map_err(&io)?;
@@ -269,7 +297,19 @@ fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
         let mut crc = Hasher::new();
         crc.update(&prefix);
         let payload_offset = s.pos;
-        s.skip(len, Some(&mut crc)).map_err(&io)?;
+        let mut walk = walker.as_deref_mut();
+        if let Some(w) = walk.as_deref_mut() {
+            w.enter(Span {
+                section,
+                payload_offset,
+                payload_len: len,
+                crc: 0,
+            });
+        }
+        s.skip(len, Some(&mut crc), walk.as_deref_mut()).map_err(&io)?;
+        if let Some(w) = walk {
+            w.leave(section);
+        }
         let stored: [u8; SECTION_CRC_LEN] = s.array().map_err(&io)?;
         spans.push((
             Span {
@@ -288,7 +328,7 @@ fn scan(file: &mut File, path: &Path) -> Result<Scan, SnapshotError> {
         ));
     }
     let rest = body_end - s.pos;
-    s.skip(rest, None).map_err(&io)?;
+    s.skip(rest, None, None).map_err(&io)?;
     let file_crc = s.file_crc.clone().finalize();
     let mut footer = [0u8; FOOTER_LEN];
     s.r.read_exact(&mut footer).map_err(&io)?;
@@ -362,8 +402,14 @@ impl Scanner<'_> {
         Ok(b)
     }
 
-    /// Passes `n` bytes through the file CRC and, if given, a section CRC.
-    fn skip(&mut self, mut n: u64, mut section: Option<&mut Hasher>) -> std::io::Result<()> {
+    /// Passes `n` bytes through the file CRC and, if given, a section CRC and
+    /// a walker.
+    fn skip(
+        &mut self,
+        mut n: u64,
+        mut section: Option<&mut Hasher>,
+        mut walker: Option<&mut PairWalker<'_>>,
+    ) -> std::io::Result<()> {
         while n > 0 {
             let buf = self.r.fill_buf()?;
             if buf.is_empty() {
@@ -375,6 +421,9 @@ impl Scanner<'_> {
             if let Some(h) = section.as_deref_mut() {
                 h.update(chunk);
             }
+            if let Some(w) = walker.as_deref_mut() {
+                w.feed(chunk, self.pos);
+            }
             self.r.consume(take);
             n -= take as u64;
             self.pos += take as u64;
@@ -383,10 +432,10 @@ impl Scanner<'_> {
     }
 }
 
-type Sink<'s> = Option<&'s mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>>;
+pub(super) type Sink<'s> = Option<&'s mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>>;
 
 /// Pass B: decodes the three payloads in order.
-fn decode(
+pub(super) fn decode(
     file: &mut File,
     path: &Path,
     scan: &Scan,
@@ -428,10 +477,10 @@ fn emit(sink: &mut Sink<'_>, batch: LoadBatch) -> Result<(), SnapshotError> {
 /// A bounded view of one section's payload. Every read is checked against
 /// `remaining` first; every byte read is CRC-ed again, so a file changed
 /// between the two passes is caught.
-struct Cursor<'r, 'f> {
-    r: &'r mut BufReader<&'f mut File>,
+pub(super) struct Cursor<'r> {
+    r: &'r mut dyn Read,
     /// Payload bytes not yet consumed by the decoder.
-    remaining: u64,
+    pub(super) remaining: u64,
     /// Payload bytes not yet read from the file.
     unread: u64,
     /// Read but not yet consumed: `buf[pos..]`. Filled a block at a time and
@@ -439,25 +488,54 @@ struct Cursor<'r, 'f> {
     buf: Vec<u8>,
     pos: usize,
     section: Section,
-    crc: Hasher,
+    pub(super) crc: Hasher,
     path: &'r Path,
 }
 
 /// Bytes read into a cursor at a time.
 const CURSOR_BLOCK: usize = 256 * 1024;
 
-impl<'r, 'f> Cursor<'r, 'f> {
-    fn new(r: &'r mut BufReader<&'f mut File>, span: &Span, path: &'r Path) -> Self {
-        let mut crc = Hasher::new();
-        crc.update(&span.section.tag().to_le_bytes());
-        crc.update(&span.payload_len.to_le_bytes());
+/// The section CRC of a whole payload starts with its tag and length.
+pub(super) fn prefix_crc(span: &Span) -> Hasher {
+    let mut crc = Hasher::new();
+    crc.update(&span.section.tag().to_le_bytes());
+    crc.update(&span.payload_len.to_le_bytes());
+    crc
+}
+
+/// The end of a section's decoding: trailing bytes are an error, and the CRC
+/// of the bytes decoded must equal pass A's.
+pub(super) fn finish_section(span: &Span, remaining: u64, crc: &Hasher) -> Result<(), SnapshotError> {
+    if remaining != 0 {
+        return Err(section_corrupt(
+            span.section,
+            format_args!("{remaining} trailing bytes"),
+        ));
+    }
+    if crc_checks_on() && crc.clone().finalize() != span.crc {
+        // The file changed between pass A and pass B.
+        return Err(SnapshotError::SectionCrcMismatch {
+            section: span.section.name(),
+        });
+    }
+    Ok(())
+}
+
+impl<'r> Cursor<'r> {
+    /// The whole payload of `span`; `r` is at its first byte.
+    pub(super) fn new(r: &'r mut dyn Read, span: &Span, path: &'r Path) -> Self {
+        Self::part(r, span.section, span.payload_len, prefix_crc(span), path)
+    }
+
+    /// `len` bytes of a section's payload from where `r` is, CRC-ed into `crc`.
+    pub(super) fn part(r: &'r mut dyn Read, section: Section, len: u64, crc: Hasher, path: &'r Path) -> Self {
         Cursor {
             r,
-            remaining: span.payload_len,
-            unread: span.payload_len,
+            remaining: len,
+            unread: len,
             buf: Vec::with_capacity(CURSOR_BLOCK),
             pos: 0,
-            section: span.section,
+            section,
             crc,
             path,
         }
@@ -468,17 +546,8 @@ impl<'r, 'f> Cursor<'r, 'f> {
     }
 
     /// Trailing bytes are an error; the CRC must equal pass A's.
-    fn finish(self, span: &Span) -> Result<(), SnapshotError> {
-        if self.remaining != 0 {
-            return Err(self.err(format_args!("{} trailing bytes", self.remaining)));
-        }
-        if crc_checks_on() && self.crc.clone().finalize() != span.crc {
-            // The file changed between pass A and pass B.
-            return Err(SnapshotError::SectionCrcMismatch {
-                section: self.section.name(),
-            });
-        }
-        Ok(())
+    pub(super) fn finish(self, span: &Span) -> Result<(), SnapshotError> {
+        finish_section(span, self.remaining, &self.crc)
     }
 
     /// Makes `n` bytes available at `buf[pos..]`; `n <= remaining` (checked
@@ -589,8 +658,15 @@ impl<'r, 'f> Cursor<'r, 'f> {
 
     /// A count of records of at least `min_len` bytes each, checked to fit.
     fn count(&mut self, what: &str, min_len: usize) -> Result<u64, SnapshotError> {
+        self.count_in(what, min_len, 0)
+    }
+
+    /// `count` for a cursor over part of a section, `beyond` bytes of which
+    /// follow the part.
+    fn count_in(&mut self, what: &str, min_len: usize, beyond: u64) -> Result<u64, SnapshotError> {
         let n = self.u64(what)?;
-        if u128::from(n) * (min_len as u128) > u128::from(self.remaining) {
+        let left = u128::from(self.remaining) + u128::from(beyond);
+        if u128::from(n) * (min_len as u128) > left {
             return Err(self.err(format_args!("{what} {n} exceeds remaining bytes")));
         }
         Ok(n)
@@ -608,8 +684,8 @@ fn show(s: &str) -> String {
     format!("{out:?}")
 }
 
-fn decode_events(
-    cur: &mut Cursor<'_, '_>,
+pub(super) fn decode_events(
+    cur: &mut Cursor<'_>,
     header: &Header,
     batch: usize,
     sink: &mut Sink<'_>,
@@ -801,26 +877,46 @@ fn keep(prev: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn decode_pairs(
-    cur: &mut Cursor<'_, '_>,
+    cur: &mut Cursor<'_>,
     header: &Header,
     batch: usize,
     sink: &mut Sink<'_>,
 ) -> Result<(), SnapshotError> {
-    let building = sink.is_some();
-    let n = cur.count("pair count", MIN_PAIR_LEN)?;
+    let n = pair_count(cur, header, 0)?;
+    decode_pair_run(cur, 0..n, Vec::new(), Vec::new(), batch, sink)
+}
+
+/// The co-occurrence payload's record count, checked against the bytes left
+/// (`cur`'s and the `beyond` after them) and the header.
+pub(super) fn pair_count(cur: &mut Cursor<'_>, header: &Header, beyond: u64) -> Result<u64, SnapshotError> {
+    let n = cur.count_in("pair count", MIN_PAIR_LEN, beyond)?;
     if n != u64::from(header.pair_count) {
         return Err(cur.err(format_args!("{n} pairs, header says {}", header.pair_count)));
     }
+    Ok(n)
+}
+
+/// Decodes pair records `run` (numbered from 0 in the section) from where
+/// `cur` is; `prev_a`, `prev_b` is record `run.start - 1` (unused for 0).
+pub(super) fn decode_pair_run(
+    cur: &mut Cursor<'_>,
+    run: std::ops::Range<u64>,
+    mut prev_a: Vec<u8>,
+    mut prev_b: Vec<u8>,
+    batch: usize,
+    sink: &mut Sink<'_>,
+) -> Result<(), SnapshotError> {
+    let building = sink.is_some();
+    let n = run.end;
     let (mut a, mut b) = (String::new(), String::new());
-    // The previous pair, kept across windows (inside one, it is a slice of it).
-    let (mut prev_a, mut prev_b) = (Vec::<u8>::new(), Vec::<u8>::new());
+    // The previous pair is kept across windows (inside one, it is a slice of it).
     let mut pairs = PairSink {
         out: PairBatch::default(),
         namer: PairNamer::default(),
         a_id: None,
         batch,
     };
-    let mut i: u64 = 0;
+    let mut i: u64 = run.start;
     while i < n {
         // Fast path: whole, well-formed records inside the window, checked
         // and named without copying. It stops at the first record that does
@@ -904,8 +1000,8 @@ fn decode_pairs(
     Ok(())
 }
 
-fn decode_vectors(
-    cur: &mut Cursor<'_, '_>,
+pub(super) fn decode_vectors(
+    cur: &mut Cursor<'_>,
     header: &Header,
     opts: LoadOptions,
     batch: usize,

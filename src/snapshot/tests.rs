@@ -2,6 +2,7 @@
 //! the SPEC 4.2 check order, crafted corrupt files with valid CRCs, byte-flip
 //! and truncation sweeps, and the golden files of `snapshots-testdata/`.
 use super::format::*;
+use super::split::Split;
 use super::testkit::{self, assemble, put_str, Model};
 use super::*;
 use crate::store::{EventKind, LoadBatch};
@@ -33,8 +34,22 @@ impl Scratch {
     fn verify(&mut self, bytes: &[u8]) -> Result<VerifyReport, SnapshotError> {
         self.verify_with(bytes, opts())
     }
+    /// Verifies sequentially and split into pieces as small as one pair
+    /// record on three threads: both must give the same answer.
     fn verify_with(&mut self, bytes: &[u8], o: LoadOptions) -> Result<VerifyReport, SnapshotError> {
-        verify_file(self.put(bytes), Path::new("test.nvec"), o)
+        let path = Path::new("test.nvec");
+        let one = Split {
+            workers: 1,
+            ..Split::auto()
+        };
+        let sequential = reader::verify_split(self.put(bytes), path, o, one);
+        let split = reader::verify_split(self.put(bytes), path, o, tiny_pieces());
+        assert_eq!(
+            split.as_ref().map_err(ToString::to_string),
+            sequential.as_ref().map_err(ToString::to_string),
+            "split and sequential VERIFY disagree"
+        );
+        sequential
     }
     fn load(
         &mut self,
@@ -52,6 +67,16 @@ impl Scratch {
 
 fn verify(bytes: &[u8]) -> Result<VerifyReport, SnapshotError> {
     Scratch::new().verify(bytes)
+}
+
+/// A split that cuts the co-occurrence section after every record it can.
+fn tiny_pieces() -> Split {
+    Split {
+        workers: 3,
+        min_file: 0,
+        pieces_per_worker: 1 << 20,
+        min_piece: 1,
+    }
 }
 
 fn write_model(m: &Model) -> Result<(WriteSummary, Vec<u8>), SnapshotError> {
@@ -1093,8 +1118,8 @@ fn golden_files_give_the_manifest_results() {
     let entries = manifest();
     assert!(entries.len() >= 11, "manifest has {} entries", entries.len());
     for (file, expected) in entries {
-        let mut f = std::fs::File::open(testdata(&file)).unwrap();
-        let r = verify_file(&mut f, &testdata(&file), opts());
+        let bytes = std::fs::read(testdata(&file)).unwrap();
+        let r = Scratch::new().verify(&bytes);
         assert_eq!(verify_block(&r), expected, "{file}");
     }
 }
