@@ -394,7 +394,10 @@ impl Handler<SaveSnapshot> for SnapshotActor {
             let target = p.clone();
             let summary = blocking(move || {
                 dir.write_atomically(&target, no_replace, |file| {
-                    snapshot::write_snapshot(file, &image, created, &target)
+                    // Around the page cache where the filesystem allows it
+                    // (snapshot/direct.rs); write_snapshot flushes it.
+                    let mut out = snapshot::direct::DirectOut::new(file);
+                    snapshot::write_snapshot(&mut out, &image, created, &target)
                 })
             })
             .await?;

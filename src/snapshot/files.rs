@@ -37,7 +37,8 @@ const MAX_SUFFIX: u32 = 10_000;
 /// temp file through `write`, so a test can also fail the k-th write call or
 /// run out of space after n bytes.
 pub trait FileOps: Send + Sync {
-    /// Creates `path` exclusively (`O_EXCL`), mode 0600, for writing.
+    /// Creates `path` exclusively (`O_EXCL`), mode 0600, for reading and
+    /// writing.
     fn create_temp(&self, path: &Path) -> io::Result<File>;
     /// One `write(2)` of snapshot data into the temp file made by
     /// `create_temp` (through `TempFile`); may write less than `buf`.
@@ -66,6 +67,13 @@ pub struct TempFile<'a> {
     ops: &'a dyn FileOps,
 }
 
+impl TempFile<'_> {
+    /// The file itself, for what is not a write (reads, flags, length).
+    pub fn as_file(&self) -> &File {
+        &self.file
+    }
+}
+
 impl Write for TempFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.ops.write(&mut self.file, buf)
@@ -84,7 +92,9 @@ impl Seek for TempFile<'_> {
 impl FileOps for RealFileOps {
     fn create_temp(&self, path: &Path) -> io::Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
+        // Readable too: a direct write reads a block back to change it.
         fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)

@@ -7,6 +7,7 @@
 // PUBLIC API CONTRACT — actors and the CLI depend on these items.
 #![warn(missing_docs)]
 
+pub mod direct;
 pub mod error;
 pub mod files;
 pub mod format;

@@ -213,6 +213,25 @@ fn writing_the_same_image_twice_gives_identical_bytes() {
 }
 
 #[test]
+fn a_snapshot_written_around_the_page_cache_has_the_same_bytes() {
+    let m = big_model(300, 20, 50);
+    let (_, want) = write_model(&m).unwrap();
+    assert!(want.len() > 100_000);
+    for blocks in [2, 1024] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = files::SnapshotDir::open(dir.path()).unwrap();
+        let target = d.root().join("s.nvec");
+        d.write_atomically(&target, false, |f| {
+            let mut out = direct::DirectOut::with_blocks(f, blocks, true);
+            write_source(&mut out, &m, CREATED_AT, &target)
+        })
+        .unwrap();
+        assert!(std::fs::read(&target).unwrap() == want, "{blocks} blocks");
+        verify_file(&mut std::fs::File::open(&target).unwrap(), &target, opts()).unwrap();
+    }
+}
+
+#[test]
 fn contexts_without_events_are_skipped_by_the_writer_and_refused_by_the_reader() {
     let mut m = tiny_model();
     m.contexts.insert(0, ("empty".into(), vec![]));
