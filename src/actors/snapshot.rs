@@ -394,10 +394,14 @@ impl Handler<SaveSnapshot> for SnapshotActor {
             let target = p.clone();
             let summary = blocking(move || {
                 dir.write_atomically(&target, no_replace, |file| {
-                    // Around the page cache where the filesystem allows it
-                    // (snapshot/direct.rs); write_snapshot flushes it.
-                    let mut out = snapshot::direct::DirectOut::new(file);
-                    snapshot::write_snapshot(&mut out, &image, created, &target)
+                    // Around the page cache where the filesystem allows it,
+                    // written by a second thread (snapshot/direct.rs).
+                    let (summary, done) = snapshot::direct::write_direct(file, |out| {
+                        snapshot::write_snapshot(out, &image, created, &target)
+                    });
+                    let summary = summary?;
+                    done.map_err(|e| snapshot::files::map_io(e, &target, &target))?;
+                    Ok(summary)
                 })
             })
             .await?;

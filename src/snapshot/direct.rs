@@ -14,11 +14,17 @@
 //! reaches the file through `TempFile`'s `Write` and `Seek`, so the
 //! `FileOps` seam (and its fault injection) sees every write.
 //!
+//! The buffer is written by a second thread while the writer fills another
+//! ([`write_direct`]), so encoding and the device's transfer overlap; the
+//! writer learns of a failed write at its next full buffer.
+//!
 //! Where the filesystem refuses `O_DIRECT` (`EINVAL` when setting it or on a
 //! write, e.g. tmpfs on older kernels) the file is written through the page
 //! cache instead, with the same bytes; the caller's `fsync` covers both.
 use super::files::TempFile;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Mutex, PoisonError};
 
 /// Alignment of `O_DIRECT` offsets, lengths and memory: 4 KiB suits every
 /// logical block size in use (512 B and 4 KiB).
@@ -27,70 +33,160 @@ const BLOCK: usize = 4096;
 /// Default buffer: 4 MiB, written in one call when full.
 const DEFAULT_BLOCKS: usize = 1024;
 
-/// One aligned block of the buffer.
+/// One aligned block of a buffer.
 #[derive(Clone, Copy)]
 #[repr(C, align(4096))]
 struct Block([u8; BLOCK]);
 
-/// A `Write + Seek` over a fresh temp file that writes whole aligned
-/// blocks with `O_DIRECT` when the filesystem allows it.
-pub struct DirectOut<'t, 'a> {
-    file: &'t mut TempFile<'a>,
-    direct: bool,
-    blocks: Vec<Block>,
-    /// File offset of the buffer's first byte (a multiple of `BLOCK`); all
-    /// bytes before it are in the file.
-    start: u64,
-    /// Bytes of the buffer in use.
-    len: usize,
-    /// The position of the next write.
-    pos: u64,
-    /// The file's length so far.
-    end: u64,
+/// The blocks as one byte slice.
+fn bytes(blocks: &mut [Block]) -> &mut [u8] {
+    let n = blocks.len() * BLOCK;
+    // SAFETY: `Block` is `repr(C)` around `[u8; BLOCK]` and its size equals
+    // its alignment, so `blocks` is `n` contiguous initialised bytes, borrowed
+    // mutably for the slice's lifetime.
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), n) }
 }
 
-impl<'t, 'a> DirectOut<'t, 'a> {
-    /// Wraps `file`, which must be empty and positioned at 0.
-    pub fn new(file: &'t mut TempFile<'a>) -> Self {
-        Self::with_blocks(file, DEFAULT_BLOCKS, true)
-    }
+/// Runs `f` with a [`DirectOut`] over `file` (empty, at offset 0), then
+/// writes what is left and waits for the writing thread. Returns `f`'s
+/// result and the outcome of that last step (`Ok(true)` if the file was
+/// written around the page cache to the end).
+pub fn write_direct<T>(
+    file: &mut TempFile<'_>,
+    f: impl FnOnce(&mut DirectOut) -> T,
+) -> (T, io::Result<bool>) {
+    write_direct_with(file, DEFAULT_BLOCKS, true, f)
+}
 
-    /// `new` with a buffer of `blocks` blocks, trying `O_DIRECT` only if
-    /// `try_direct`.
-    pub fn with_blocks(file: &'t mut TempFile<'a>, blocks: usize, try_direct: bool) -> Self {
-        let direct = try_direct && set_direct(file, true).is_ok();
-        DirectOut {
+/// `write_direct` with buffers of `blocks` blocks, trying `O_DIRECT` only if
+/// `try_direct`.
+pub fn write_direct_with<T>(
+    file: &mut TempFile<'_>,
+    blocks: usize,
+    try_direct: bool,
+    f: impl FnOnce(&mut DirectOut) -> T,
+) -> (T, io::Result<bool>) {
+    let direct = try_direct && set_direct(file, true).is_ok();
+    let failed = Mutex::new(None);
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel(1);
+        let (back_tx, back) = channel();
+        let (synced_tx, synced) = channel();
+        let disk = Disk {
             file,
             direct,
-            blocks: vec![Block([0; BLOCK]); blocks.max(1)],
+            broken: false,
+            failed: &failed,
+        };
+        let writer = s.spawn(move || disk.run(rx, back_tx, synced_tx));
+        let blocks = blocks.max(1);
+        let mut out = DirectOut {
+            tx,
+            back,
+            synced,
+            failed: &failed,
+            cur: vec![Block([0; BLOCK]); blocks],
+            spare: Some(vec![Block([0; BLOCK]); blocks]),
             start: 0,
             len: 0,
             pos: 0,
             end: 0,
-        }
-    }
+            dirty: true,
+        };
+        let value = f(&mut out);
+        let last = out.flush();
+        drop(out);
+        let direct = writer.join().unwrap_or(false);
+        (value, last.map(|()| direct))
+    })
+}
 
-    /// Whether writes currently bypass the page cache.
-    pub fn is_direct(&self) -> bool {
+/// A command to the writing thread.
+enum Cmd {
+    /// Write `n` bytes of `blocks` at `at` (padded to whole blocks when
+    /// direct); send the buffer back if `reuse`.
+    Write {
+        at: u64,
+        blocks: Vec<Block>,
+        n: usize,
+        reuse: bool,
+    },
+    /// Change the written bytes at `at` to `data`.
+    Patch { at: u64, data: Vec<u8> },
+    /// Cut the file to this length.
+    Cut(u64),
+    /// Report the first error since the last `Sync`, if any.
+    Sync,
+}
+
+/// The writing thread's side: the file and whether it is still direct.
+struct Disk<'t, 'a, 'f> {
+    file: &'t mut TempFile<'a>,
+    direct: bool,
+    /// A write failed: the rest is skipped.
+    broken: bool,
+    failed: &'f Mutex<Option<io::Error>>,
+}
+
+impl Disk<'_, '_, '_> {
+    fn run(mut self, rx: Receiver<Cmd>, back: Sender<Vec<Block>>, synced: Sender<io::Result<()>>) -> bool {
+        for cmd in rx {
+            let r = match cmd {
+                Cmd::Write {
+                    at,
+                    mut blocks,
+                    n,
+                    reuse,
+                } => {
+                    let n = if self.direct { n.div_ceil(BLOCK) * BLOCK } else { n };
+                    let r = self
+                        .skip_if_broken(|d| d.write_at(at, bytes(&mut blocks).get(..n).unwrap_or_default()));
+                    if reuse {
+                        let _ = back.send(blocks);
+                    }
+                    r
+                }
+                Cmd::Patch { at, data } => self.skip_if_broken(|d| d.patch(at, &data)),
+                Cmd::Cut(end) => self.skip_if_broken(|d| d.file.as_file().set_len(end)),
+                Cmd::Sync => {
+                    let first = self.failed.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let r = match first {
+                        Some(e) => Err(e),
+                        // Reported once already, at a full buffer.
+                        None if self.broken => Err(io::Error::other("an earlier snapshot write failed")),
+                        None => Ok(()),
+                    };
+                    let _ = synced.send(r);
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                self.broken = true;
+                self.failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+            }
+        }
         self.direct
     }
 
-    fn cap(&self) -> usize {
-        self.blocks.len() * BLOCK
+    fn skip_if_broken(&mut self, f: impl FnOnce(&mut Self) -> io::Result<()>) -> io::Result<()> {
+        if self.broken {
+            Ok(())
+        } else {
+            f(self)
+        }
     }
 
-    /// Writes `buf[..n]` at file offset `at`; `n` is a multiple of `BLOCK`
-    /// unless the page cache is in use. An `EINVAL` from a direct write (a
-    /// filesystem with larger blocks) turns `O_DIRECT` off and writes again.
-    fn write_out(&mut self, at: u64, n: usize) -> io::Result<()> {
+    /// Writes `data` at `at`. An `EINVAL` from a direct write (a filesystem
+    /// with larger blocks) turns `O_DIRECT` off and writes again; so does a
+    /// short direct write, which leaves the rest unaligned.
+    fn write_at(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(at))?;
         let mut done = 0;
-        while done < n {
-            let r = match bytes(&mut self.blocks).get(done..n) {
-                Some(b) => self.file.write(b),
-                None => return Err(io::ErrorKind::InvalidInput.into()),
-            };
-            match r {
+        while done < data.len() {
+            match self.file.write(data.get(done..).unwrap_or_default()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => done += w,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -100,8 +196,7 @@ impl<'t, 'a> DirectOut<'t, 'a> {
                 }
                 Err(e) => return Err(e),
             }
-            // A short direct write leaves the rest unaligned.
-            if self.direct && done < n && done % BLOCK != 0 {
+            if self.direct && done < data.len() && done % BLOCK != 0 {
                 self.buffered()?;
             }
         }
@@ -114,68 +209,105 @@ impl<'t, 'a> DirectOut<'t, 'a> {
         set_direct(self.file, false)
     }
 
-    /// The buffer is full and the position at its end: writes it all.
+    /// Changes written bytes: each block they touch is read back, changed
+    /// and written again.
+    fn patch(&mut self, mut at: u64, mut data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut block = [Block([0; BLOCK])];
+        while !data.is_empty() {
+            let block_at = at - at % BLOCK as u64;
+            let within = (at - block_at) as usize;
+            let n = data.len().min(BLOCK - within);
+            self.file.as_file().read_exact_at(&mut block[0].0, block_at)?;
+            if let (Some(dst), Some(src)) = (block[0].0.get_mut(within..within + n), data.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            self.write_at(block_at, bytes(&mut block))?;
+            at += n as u64;
+            data = data.get(n..).unwrap_or_default();
+        }
+        Ok(())
+    }
+}
+
+/// A `Write + Seek` over a fresh temp file: full buffers go to the writing
+/// thread, seeks back into written bytes become patches. Made by
+/// [`write_direct`].
+pub struct DirectOut<'s> {
+    tx: SyncSender<Cmd>,
+    back: Receiver<Vec<Block>>,
+    synced: Receiver<io::Result<()>>,
+    failed: &'s Mutex<Option<io::Error>>,
+    /// The buffer being filled, and the other one while it is not writing.
+    cur: Vec<Block>,
+    spare: Option<Vec<Block>>,
+    /// File offset of `cur`'s first byte (a multiple of `BLOCK`); all bytes
+    /// before it have been handed to the writing thread.
+    start: u64,
+    /// Bytes of `cur` in use.
+    len: usize,
+    /// The position of the next write.
+    pos: u64,
+    /// The file's length so far.
+    end: u64,
+    /// Written to since the last flush.
+    dirty: bool,
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("snapshot writing thread stopped")
+}
+
+impl DirectOut<'_> {
+    fn send(&self, cmd: Cmd) -> io::Result<()> {
+        self.tx.send(cmd).map_err(|_| stopped())
+    }
+
+    /// A write that failed on the writing thread, once.
+    fn failure(&self) -> io::Result<()> {
+        match self.failed.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `cur` is full and the position at its end: hands it over and takes
+    /// the other buffer.
     fn spill(&mut self) -> io::Result<()> {
-        let cap = self.cap();
-        self.write_out(self.start, cap)?;
-        self.start += cap as u64;
+        self.failure()?;
+        let next = match self.spare.take() {
+            Some(b) => b,
+            None => self.back.recv().map_err(|_| stopped())?,
+        };
+        let full = std::mem::replace(&mut self.cur, next);
+        let n = full.len() * BLOCK;
+        self.send(Cmd::Write {
+            at: self.start,
+            blocks: full,
+            n,
+            reuse: true,
+        })?;
+        self.start += n as u64;
         self.len = 0;
         Ok(())
     }
-
-    /// Writes `data` at `self.pos`, which is before the buffer: reads the
-    /// block back, changes it, writes it again. Returns the bytes taken
-    /// (up to the end of that block or the buffer's start).
-    fn patch(&mut self, data: &[u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let block_at = self.pos - self.pos % BLOCK as u64;
-        let within = (self.pos - block_at) as usize;
-        let n = data.len().min(BLOCK - within);
-        let mut block = [Block([0; BLOCK])];
-        self.file.as_file().read_exact_at(&mut block[0].0, block_at)?;
-        if let (Some(dst), Some(src)) = (block[0].0.get_mut(within..within + n), data.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.file.seek(SeekFrom::Start(block_at))?;
-        let mut done = 0;
-        while done < BLOCK {
-            match self.file.write(bytes(&mut block).get(done..).unwrap_or_default()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(w) => done += w,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    self.buffered()?;
-                    self.file.seek(SeekFrom::Start(block_at + done as u64))?;
-                }
-                Err(e) => return Err(e),
-            }
-            if self.direct && done < BLOCK && done % BLOCK != 0 {
-                self.buffered()?;
-            }
-        }
-        Ok(n)
-    }
 }
 
-/// The blocks as one byte slice.
-fn bytes(blocks: &mut [Block]) -> &mut [u8] {
-    let n = blocks.len() * BLOCK;
-    // SAFETY: `Block` is `repr(C)` around `[u8; BLOCK]` and its size equals
-    // its alignment, so `blocks` is `n` contiguous initialised bytes, borrowed
-    // mutably for the slice's lifetime.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), n) }
-}
-
-impl Write for DirectOut<'_, '_> {
+impl Write for DirectOut<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
         let n = if self.pos < self.start {
             let before = usize::try_from(self.start - self.pos).unwrap_or(usize::MAX);
-            self.patch(data.get(..data.len().min(before)).unwrap_or_default())?
+            let n = data.len().min(before);
+            self.send(Cmd::Patch {
+                at: self.pos,
+                data: data.get(..n).unwrap_or_default().to_vec(),
+            })?;
+            n
         } else {
-            let cap = self.cap();
+            let cap = self.cur.len() * BLOCK;
             let mut i = usize::try_from(self.pos - self.start).unwrap_or(usize::MAX);
             if i > self.len {
                 // Nothing seeks past the end of what was written.
@@ -189,7 +321,7 @@ impl Write for DirectOut<'_, '_> {
                 i = 0;
             }
             let n = data.len().min(cap - i);
-            if let (Some(dst), Some(src)) = (bytes(&mut self.blocks).get_mut(i..i + n), data.get(..n)) {
+            if let (Some(dst), Some(src)) = (bytes(&mut self.cur).get_mut(i..i + n), data.get(..n)) {
                 dst.copy_from_slice(src);
             }
             self.len = self.len.max(i + n);
@@ -197,27 +329,39 @@ impl Write for DirectOut<'_, '_> {
         };
         self.pos += n as u64;
         self.end = self.end.max(self.pos);
+        self.dirty = true;
         Ok(n)
     }
 
-    /// Writes what is buffered, the last block padded, and cuts the file
-    /// to its length. The buffer is kept: later writes go on from it.
+    /// Writes what is buffered (the last block padded with zeros where
+    /// direct), cuts the file to its length and waits until all of it is
+    /// written. The buffer is kept: later writes go on from it.
     fn flush(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return self.failure();
+        }
         if self.len > 0 {
-            let padded = self.len.div_ceil(BLOCK) * BLOCK;
-            if let Some(pad) = bytes(&mut self.blocks).get_mut(self.len..padded) {
+            let used = self.len.div_ceil(BLOCK);
+            if let Some(pad) = bytes(&mut self.cur).get_mut(self.len..used * BLOCK) {
                 pad.fill(0);
             }
-            let n = if self.direct { padded } else { self.len };
-            self.write_out(self.start, n)?;
+            let tail = self.cur.get(..used).unwrap_or_default().to_vec();
+            self.send(Cmd::Write {
+                at: self.start,
+                blocks: tail,
+                n: self.len,
+                reuse: false,
+            })?;
         }
-        self.file.as_file().set_len(self.end)?;
-        self.file.seek(SeekFrom::Start(self.pos))?;
+        self.send(Cmd::Cut(self.end))?;
+        self.send(Cmd::Sync)?;
+        self.synced.recv().map_err(|_| stopped())??;
+        self.dirty = false;
         Ok(())
     }
 }
 
-impl Seek for DirectOut<'_, '_> {
+impl Seek for DirectOut<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let pos = match to {
             SeekFrom::Start(p) => Some(p),
@@ -305,10 +449,8 @@ mod tests {
         let target = d.root().join("t.bin");
         let direct = d
             .write_atomically(&target, false, |f| {
-                let mut out = DirectOut::with_blocks(f, blocks, try_direct);
-                apply(&mut out, ops, &mut 1);
-                out.flush().unwrap();
-                Ok(out.is_direct())
+                let ((), done) = write_direct_with(f, blocks, try_direct, |out| apply(out, ops, &mut 1));
+                Ok(done.unwrap())
             })
             .unwrap();
         (std::fs::read(&target).unwrap(), direct)
@@ -388,5 +530,63 @@ mod tests {
         // Where the temp directory's filesystem refuses O_DIRECT, only the
         // fallback ran.
         println!("O_DIRECT in use: {any_direct}");
+    }
+
+    /// Writes fail with ENOSPC after `budget` bytes.
+    struct Full {
+        budget: Mutex<u64>,
+    }
+
+    impl crate::snapshot::files::FileOps for Full {
+        fn create_temp(&self, path: &std::path::Path) -> io::Result<std::fs::File> {
+            crate::snapshot::files::RealFileOps.create_temp(path)
+        }
+        fn write(&self, file: &mut std::fs::File, buf: &[u8]) -> io::Result<usize> {
+            let mut left = self.budget.lock().unwrap();
+            if *left < buf.len() as u64 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            *left -= buf.len() as u64;
+            file.write(buf)
+        }
+        fn sync_file(&self, file: &std::fs::File) -> io::Result<()> {
+            file.sync_all()
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path, _: bool) -> io::Result<()> {
+            std::fs::rename(from, to)
+        }
+        fn sync_dir(&self, _: &std::path::Path) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove(&self, path: &std::path::Path) -> io::Result<()> {
+            std::fs::remove_file(path)
+        }
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_writer_at_its_next_buffer_with_the_os_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ops = std::sync::Arc::new(Full {
+            budget: Mutex::new(20 * BLOCK as u64),
+        });
+        let d = SnapshotDir::with_ops(dir.path(), ops).unwrap();
+        let target = d.root().join("full.bin");
+        let r = d.write_atomically(&target, false, |f| {
+            let (stopped_at, done) = write_direct_with(f, 1, true, |out| {
+                for i in 0..100 {
+                    if let Err(e) = out.write_all(&[7u8; BLOCK]) {
+                        return Some((i, e));
+                    }
+                }
+                None
+            });
+            let (i, e) = stopped_at.expect("a write failed");
+            assert!(i < 30, "stopped only at block {i}");
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            assert!(done.is_err());
+            Err::<(), _>(crate::snapshot::files::map_io(e, &target, &target))
+        });
+        assert!(r.unwrap_err().to_string().contains("No space left on device"));
+        assert!(!target.exists());
     }
 }

@@ -222,8 +222,10 @@ fn a_snapshot_written_around_the_page_cache_has_the_same_bytes() {
         let d = files::SnapshotDir::open(dir.path()).unwrap();
         let target = d.root().join("s.nvec");
         d.write_atomically(&target, false, |f| {
-            let mut out = direct::DirectOut::with_blocks(f, blocks, true);
-            write_source(&mut out, &m, CREATED_AT, &target)
+            let (summary, done) =
+                direct::write_direct_with(f, blocks, true, |out| write_source(out, &m, CREATED_AT, &target));
+            done.unwrap();
+            summary
         })
         .unwrap();
         assert!(std::fs::read(&target).unwrap() == want, "{blocks} blocks");
