@@ -435,7 +435,7 @@ impl Scanner<'_> {
 pub(super) type Sink<'s> = Option<&'s mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>>;
 
 /// Pass B: decodes the three payloads in order.
-pub(super) fn decode(
+fn decode(
     file: &mut File,
     path: &Path,
     scan: &Scan,
