@@ -65,10 +65,14 @@ impl SnapshotSource for Model {
     }
     fn pairs_sorted<F>(&self, mut f: F) -> Result<(), SnapshotError>
     where
-        F: FnMut(&str, &str, f32) -> Result<(), SnapshotError>,
+        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>,
     {
-        for (a, b, s) in &self.pairs {
-            f(a, b, *s)?;
+        // rows: runs of consecutive pairs with the same `a`, as listed
+        for run in self.pairs.chunk_by(|x, y| x.0 == y.0) {
+            let partners: Vec<(&str, f32)> = run.iter().map(|(_, b, s)| (b.as_str(), *s)).collect();
+            if let Some((a, _, _)) = run.first() {
+                f(a, &partners)?;
+            }
         }
         Ok(())
     }

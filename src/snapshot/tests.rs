@@ -259,6 +259,13 @@ fn empty_store_is_the_smallest_file() {
 #[test]
 fn writer_refuses_states_the_reader_would_refuse() {
     let one_event = || vec![("i".to_string(), 1, 0, EventKind::Add)];
+    let pairs = |ps: &[(&str, &str)]| Model {
+        pairs: ps
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string(), 1.0))
+            .collect(),
+        ..Model::default()
+    };
     let cases: Vec<(Model, &str)> = vec![
         (
             Model {
@@ -309,6 +316,30 @@ fn writer_refuses_states_the_reader_would_refuse() {
             },
             "score NaN",
         ),
+        // the writer takes pairs a row (same `a`) at a time: the order checks
+        // inside a row, across rows and against the first pair of a row
+        (
+            pairs(&[("a", "c"), ("a", "b")]),
+            "pairs not strictly sorted: (\"a\", \"b\") after (\"a\", \"c\")",
+        ),
+        (pairs(&[("a", "b"), ("a", "b")]), "pairs not strictly sorted"),
+        (
+            pairs(&[("b", "c"), ("b", "a")]),
+            "pair (\"b\", \"a\") is not a < b",
+        ),
+        (
+            pairs(&[("b", "c"), ("a", "d")]),
+            "pairs not strictly sorted: (\"a\", \"d\") after (\"b\", \"c\")",
+        ),
+        (
+            pairs(&[("a", "b"), ("c", "d"), ("a", "e")]),
+            "(\"a\", \"e\") after (\"c\", \"d\")",
+        ),
+        (pairs(&[("a", "b"), ("a", "c"), ("a", "")]), "empty pair item"),
+        (
+            pairs(&[("a", "b"), ("a", "c"), ("b", "c"), ("b", "d"), ("b", "c")]),
+            "(\"b\", \"c\") after (\"b\", \"d\")",
+        ),
         (
             Model {
                 vectors: vec![("a".into(), vec![1.0]), ("b".into(), vec![1.0, 2.0])],
@@ -330,6 +361,82 @@ fn writer_refuses_states_the_reader_would_refuse() {
             other => panic!("{want}: {:?}", other.map(|x| x.0)),
         }
     }
+}
+
+/// What the writer's checks said when they took one pair at a time (before
+/// it took rows): the first failing check of the first failing pair.
+fn pair_checks_one_at_a_time(pairs: &[(String, String, f32)]) -> Result<(), String> {
+    let mut prev: Option<(&str, &str)> = None;
+    for (a, b, s) in pairs {
+        if a.is_empty() || b.is_empty() {
+            return Err("empty pair item".into());
+        }
+        if a >= b {
+            return Err(format!("pair ({a:?}, {b:?}) is not a < b"));
+        }
+        if let Some((pa, pb)) = prev {
+            if (a.as_str(), b.as_str()) <= (pa, pb) {
+                return Err(format!(
+                    "pairs not strictly sorted: ({a:?}, {b:?}) after ({pa:?}, {pb:?})"
+                ));
+            }
+        }
+        if !(s.is_finite() && *s > 0.0) {
+            return Err(format!("pair ({a:?}, {b:?}) has score {s}"));
+        }
+        prev = Some((a, b));
+    }
+    Ok(())
+}
+
+#[test]
+fn row_wise_pair_checks_give_the_pair_wise_answers() {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const NAMES: [&str; 6] = ["", "a", "b", "ba", "c", "d"];
+    let (mut ok, mut refused) = (0, 0);
+    for round in 0..20_000 {
+        let n = (next() % 7) as usize;
+        let mut pairs: Vec<(String, String, f32)> = (0..n)
+            .map(|_| {
+                let a = NAMES[(next() % 6) as usize].to_string();
+                let b = NAMES[(next() % 6) as usize].to_string();
+                let s = if next() % 50 == 0 { 0.0 } else { 1.5 };
+                (a, b, s)
+            })
+            .collect();
+        if round % 2 == 0 {
+            // mostly valid lists, so that the late checks are reached
+            pairs.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+            if n > 2 && next() % 2 == 0 {
+                pairs.swap((next() as usize) % n, (next() as usize) % n);
+            }
+        }
+        let want = pair_checks_one_at_a_time(&pairs);
+        let got = write_model(&Model {
+            pairs: pairs.clone(),
+            ..Model::default()
+        });
+        match (&want, got) {
+            (Ok(()), Ok((summary, bytes))) => {
+                ok += 1;
+                assert_eq!(summary.header.pair_count as usize, pairs.len());
+                let (_, batches) = Scratch::new().load(&bytes, opts()).unwrap();
+                assert_eq!(batches_to_model(batches).0.pairs, pairs);
+            }
+            (Err(w), Err(SnapshotError::InvalidImage(msg))) => {
+                refused += 1;
+                assert!(msg.contains(w.as_str()), "{pairs:?}: {msg} / {w}");
+            }
+            (w, g) => panic!("{pairs:?}: want {w:?}, got {:?}", g.map(|x| x.0)),
+        }
+    }
+    assert!(ok > 1000 && refused > 1000, "{ok} written, {refused} refused");
 }
 
 /// A sink that fails like a full disk after `room` bytes.

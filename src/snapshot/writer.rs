@@ -42,10 +42,11 @@ pub trait SnapshotSource {
     fn contexts_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
         F: FnMut(&str, &[EventView<'_>]) -> Result<(), SnapshotError>;
-    /// Every unordered pair once, `a < b`, sorted by `(a, b)`.
+    /// Every unordered pair once, `a < b`, sorted by `(a, b)`, a row at a
+    /// time: `f(a, [(b, score), ...])` for consecutive pairs sharing `a`.
     fn pairs_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
-        F: FnMut(&str, &str, f32) -> Result<(), SnapshotError>;
+        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>;
     /// Every vector sorted by id.
     fn vectors_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
@@ -61,9 +62,9 @@ impl SnapshotSource for StoreImage {
     }
     fn pairs_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
-        F: FnMut(&str, &str, f32) -> Result<(), SnapshotError>,
+        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>,
     {
-        self.for_each_pair_sorted(f)
+        self.for_each_pair_row_sorted(f)
     }
     fn vectors_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
@@ -155,34 +156,61 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     // co_occurrence
     let mut n_pairs = 0u64;
     file.section(&mut w, Section::CoOccurrence, PAIRS_HEAD_LEN, path, |p| {
+        // The previous pair, checked against the first of each row; within a
+        // row each `b` is checked against the one before it (which is > a).
         let (mut prev_a, mut prev_b) = (String::new(), String::new());
-        source.pairs_sorted(|a, b, score| {
-            check_name(a, "pair item")?;
-            check_name(b, "pair item")?;
-            if a.as_bytes() >= b.as_bytes() {
-                return Err(invalid(format!("pair ({a:?}, {b:?}) is not a < b")));
+        let mut a_field = Vec::new();
+        source.pairs_sorted(|a, partners| {
+            let mut last: Option<&str> = None;
+            for &(b, score) in partners {
+                check_name(a, "pair item")?;
+                check_name(b, "pair item")?;
+                match last {
+                    // b > last > a: both checks at once
+                    Some(l) if b.as_bytes() > l.as_bytes() => {}
+                    Some(l) => {
+                        if a.as_bytes() >= b.as_bytes() {
+                            return Err(not_a_lt_b(a, b));
+                        }
+                        return Err(invalid(format!(
+                            "pairs not strictly sorted: ({a:?}, {b:?}) after ({a:?}, {l:?})"
+                        )));
+                    }
+                    None => {
+                        if a.as_bytes() >= b.as_bytes() {
+                            return Err(not_a_lt_b(a, b));
+                        }
+                        if !prev_a.is_empty()
+                            && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes())
+                        {
+                            return Err(invalid(format!(
+                                "pairs not strictly sorted: ({a:?}, {b:?}) after ({prev_a:?}, {prev_b:?})"
+                            )));
+                        }
+                        a_field.clear();
+                        a_field.extend_from_slice(&(a.len() as u64).to_le_bytes());
+                        a_field.extend_from_slice(a.as_bytes());
+                    }
+                }
+                if !(score.is_finite() && score > 0.0) {
+                    return Err(invalid(format!("pair ({a:?}, {b:?}) has score {score}")));
+                }
+                last = Some(b);
+                n_pairs += 1;
+                if n_pairs > u64::from(u32::MAX) {
+                    return Err(SnapshotError::TooLarge { what: "pair count" });
+                }
+                p.put_pair(&a_field, b.as_bytes(), score)?;
             }
-            if !prev_a.is_empty() && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes()) {
-                return Err(invalid(format!(
-                    "pairs not strictly sorted: ({a:?}, {b:?}) after ({prev_a:?}, {prev_b:?})"
-                )));
+            if let Some(l) = last {
+                if prev_a != a {
+                    prev_a.clear();
+                    prev_a.push_str(a);
+                }
+                prev_b.clear();
+                prev_b.push_str(l);
             }
-            if !(score.is_finite() && score > 0.0) {
-                return Err(invalid(format!("pair ({a:?}, {b:?}) has score {score}")));
-            }
-            if prev_a != a {
-                prev_a.clear();
-                prev_a.push_str(a);
-            }
-            prev_b.clear();
-            prev_b.push_str(b);
-            n_pairs += 1;
-            if n_pairs > u64::from(u32::MAX) {
-                return Err(SnapshotError::TooLarge { what: "pair count" });
-            }
-            p.put_str(a)?;
-            p.put_str(b)?;
-            p.put(&score.to_le_bytes())
+            Ok(())
         })?;
         Ok(n_pairs.to_le_bytes().to_vec())
     })?;
@@ -267,6 +295,10 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
 
 fn invalid(msg: String) -> SnapshotError {
     SnapshotError::InvalidImage(msg)
+}
+
+fn not_a_lt_b(a: &str, b: &str) -> SnapshotError {
+    invalid(format!("pair ({a:?}, {b:?}) is not a < b"))
 }
 
 fn check_name(s: &str, what: &str) -> Result<(), SnapshotError> {
@@ -377,6 +409,20 @@ impl<W: Write> Payload<'_, W> {
             source,
         })?;
         self.buf.clear();
+        Ok(())
+    }
+    /// One pair record: `a_field` (a's length and bytes, encoded once per
+    /// row), then b's length and bytes, then the score.
+    fn put_pair(&mut self, a_field: &[u8], b: &[u8], score: f32) -> Result<(), SnapshotError> {
+        let n = a_field.len() + 8 + b.len() + 4;
+        if self.buf.len() + n > WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(a_field);
+        self.buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(b);
+        self.buf.extend_from_slice(&score.to_le_bytes());
+        self.len += n as u64;
         Ok(())
     }
     fn put_u64(&mut self, v: u64) -> Result<(), SnapshotError> {

@@ -514,14 +514,29 @@ impl StoreImage {
         Ok(())
     }
     /// Every unordered pair once, as `(a, b, score)` with `a < b` (byte order),
-    /// sorted by `(a, b)`. Memory: O(items + largest row), never O(pairs).
+    /// sorted by `(a, b)`: `for_each_pair_row_sorted` one pair at a time.
+    pub fn for_each_pair_sorted<E>(
+        &self,
+        mut f: impl FnMut(&str, &str, f32) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_pair_row_sorted(|a, partners| {
+            for &(b, s) in partners {
+                f(a, b, s)?;
+            }
+            Ok(())
+        })
+    }
+    /// Every item `a` that has a partner `b > a` (byte order), in order of `a`,
+    /// with those partners and their scores in order of `b`: every unordered
+    /// pair once, sorted by `(a, b)`. Memory: O(items + largest row), never
+    /// O(pairs).
     ///
     /// The names of the items with pairs are first copied into one buffer in
     /// name order, so the millions of neighbour names a save writes are read
     /// from a compact, ascending region instead of one heap string each.
-    pub fn for_each_pair_sorted<E>(
+    pub fn for_each_pair_row_sorted<E>(
         &self,
-        mut f: impl FnMut(&str, &str, f32) -> Result<(), E>,
+        mut f: impl FnMut(&str, &[(&str, f32)]) -> Result<(), E>,
     ) -> Result<(), E> {
         let d = &*self.inner;
         let name = |n: u32| &**name_of(&d.items, n);
@@ -555,22 +570,39 @@ impl StoreImage {
             }
         };
         let rank_of = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
-        let mut buf: Vec<(u32, f32)> = Vec::new();
+        // (rank of b, score bits) packed in one integer: a row has each
+        // neighbour once, so sorting the integers sorts by rank.
+        let mut keys: Vec<u64> = Vec::new();
+        let mut partners: Vec<(&str, f32)> = Vec::new();
         for (ra, &a) in order.iter().enumerate() {
             let ra = ra as u32;
-            let an = by_rank(ra);
             let Some(row) = d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
                 continue;
             };
-            buf.clear();
-            buf.extend(row.iter().filter_map(|(b, s)| {
+            // Half of a row's neighbours come after it; which half is not
+            // predictable, so every entry is stored and only the later ones
+            // are kept (no branch per entry).
+            keys.clear();
+            keys.resize(row.len(), 0);
+            let mut n = 0;
+            for (b, s) in row.iter() {
                 let rb = rank_of(b);
-                (rb > ra).then_some((rb, s))
-            }));
-            buf.sort_unstable_by_key(|&(rb, _)| rb);
-            for &(rb, s) in &buf {
-                f(an, by_rank(rb), s)?;
+                if let Some(k) = keys.get_mut(n) {
+                    *k = u64::from(rb) << 32 | u64::from(s.to_bits());
+                }
+                n += usize::from(rb > ra);
             }
+            keys.truncate(n);
+            if keys.is_empty() {
+                continue;
+            }
+            keys.sort_unstable();
+            partners.clear();
+            partners.extend(
+                keys.iter()
+                    .map(|&k| (by_rank((k >> 32) as u32), f32::from_bits(k as u32))),
+            );
+            f(by_rank(ra), &partners)?;
         }
         Ok(())
     }
