@@ -11,6 +11,7 @@ pub mod direct;
 pub mod error;
 pub mod files;
 pub mod format;
+pub mod parts;
 pub mod reader;
 mod split;
 #[doc(hidden)]
@@ -22,5 +23,6 @@ mod tests;
 
 pub use error::SnapshotError;
 pub use format::Header;
+pub use parts::{Encode, PairRows};
 pub use reader::{load_file, read_header, verify_file, LoadOptions, VerifyReport};
-pub use writer::{write_snapshot, write_source, SnapshotSource, WriteSummary};
+pub use writer::{write_snapshot, write_source, write_source_with, SnapshotSource, WriteSummary};

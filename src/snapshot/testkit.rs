@@ -3,9 +3,10 @@
 //! and helpers that locate sections and recompute CRCs after a byte is changed
 //! on purpose. Not used by the server. Works on small in-memory files only.
 use super::format::{Section, FOOTER_LEN, HEADER_LEN, SECTION_CRC_LEN, SECTION_PREFIX_LEN};
+use super::parts::PairRows;
 use super::writer::SnapshotSource;
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, EventView, LoadedContext, PairBatch, PairNames};
+use crate::store::{EventKind, EventView, LoadedContext, PairBatch, PairNames, PairRowFn};
 use std::ops::Range;
 
 /// One context of a `Model`: name and `(id, score, timestamp_ms, kind)` events.
@@ -63,18 +64,18 @@ impl SnapshotSource for Model {
         }
         Ok(())
     }
-    fn pairs_sorted<F>(&self, mut f: F) -> Result<(), SnapshotError>
-    where
-        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>,
-    {
+    fn pair_rows(&self) -> Box<dyn PairRows + '_> {
         // rows: runs of consecutive pairs with the same `a`, as listed
+        let mut runs = Vec::new();
+        let mut at = 0;
         for run in self.pairs.chunk_by(|x, y| x.0 == y.0) {
-            let partners: Vec<(&str, f32)> = run.iter().map(|(_, b, s)| (b.as_str(), *s)).collect();
-            if let Some((a, _, _)) = run.first() {
-                f(a, &partners)?;
-            }
+            runs.push(at..at + run.len());
+            at += run.len();
         }
-        Ok(())
+        Box::new(ModelRows {
+            pairs: &self.pairs,
+            runs,
+        })
     }
     fn vectors_sorted<F>(&self, mut f: F) -> Result<(), SnapshotError>
     where
@@ -82,6 +83,32 @@ impl SnapshotSource for Model {
     {
         for (id, v) in &self.vectors {
             f(id, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `Model`'s pairs as rows: runs of consecutive pairs with the same `a`.
+struct ModelRows<'a> {
+    pairs: &'a [(String, String, f32)],
+    runs: Vec<Range<usize>>,
+}
+
+impl PairRows for ModelRows<'_> {
+    fn rows(&self) -> usize {
+        self.runs.len()
+    }
+    fn for_each_row(
+        &self,
+        range: Range<usize>,
+        f: &mut PairRowFn<'_, SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        for run in self.runs.get(range).unwrap_or(&[]) {
+            let row = self.pairs.get(run.clone()).unwrap_or(&[]);
+            let partners: Vec<(&str, f32)> = row.iter().map(|(_, b, s)| (b.as_str(), *s)).collect();
+            if let Some((a, _, _)) = row.first() {
+                f(a, &partners)?;
+            }
         }
         Ok(())
     }

@@ -79,10 +79,40 @@ fn tiny_pieces() -> Split {
     }
 }
 
+/// Pairs encoded in parts of one row on three threads.
+fn tiny_parts() -> Encode {
+    Encode {
+        workers: 3,
+        rows_per_part: 1,
+        min_rows: 0,
+    }
+}
+
+/// Writes `source` on the writing thread and again in tiny parts on three
+/// threads; the two must give the same bytes or the same error.
+fn write_both<S: SnapshotSource + ?Sized>(
+    source: &S,
+    created_at: i64,
+) -> Result<(WriteSummary, Vec<u8>), SnapshotError> {
+    let write = |plan| {
+        let mut out = Cursor::new(Vec::new());
+        write_source_with(&mut out, source, created_at, Path::new("mem"), plan).map(|s| (s, out.into_inner()))
+    };
+    let (one, parts) = (write(Encode::sequential()), write(tiny_parts()));
+    match (&one, &parts) {
+        (Ok(a), Ok(b)) => assert!(a == b, "the parts wrote other bytes"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!(
+            "sequential {:?} / in parts {:?}",
+            one.as_ref().map(|x| x.0),
+            parts.map(|x| x.0)
+        ),
+    }
+    one
+}
+
 fn write_model(m: &Model) -> Result<(WriteSummary, Vec<u8>), SnapshotError> {
-    let mut out = Cursor::new(Vec::new());
-    let s = write_source(&mut out, m, CREATED_AT, Path::new("mem"))?;
-    Ok((s, out.into_inner()))
+    write_both(m, CREATED_AT)
 }
 
 fn tiny_model() -> Model {
@@ -1287,9 +1317,7 @@ fn load_into_store(
 }
 
 fn write_image(store: &crate::store::Store, created_at: i64) -> (WriteSummary, Vec<u8>) {
-    let mut out = Cursor::new(Vec::new());
-    let s = write_snapshot(&mut out, &store.freeze(), created_at, Path::new("mem")).unwrap();
-    (s, out.into_inner())
+    write_both(&store.freeze(), created_at).unwrap()
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! Writes a placeholder header, then each section: tag and placeholder length,
 //! the records streamed through a `BufWriter` while they are CRC-ed, then a seek
 //! back to patch the length and the section's leading counts, then the section
-//! CRC. The header goes last, at offset 0. Memory stays O(buffer + one record):
-//! the file is never built in memory.
+//! CRC. The header goes last, at offset 0. The file is never built in memory:
+//! it stays O(buffer + one record), plus, when the co-occurrence records are
+//! encoded in parts on several threads (`parts.rs`), a few parts of 512 rows.
 //!
 //! CRCs are computed on the way through: a patched prefix is hashed on its own
 //! and put in front of the payload's CRC with `crc32fast::Hasher::combine`, and
@@ -17,10 +18,12 @@ use super::format::{
     Section, EVENTS_HEAD_LEN, FOOTER_LEN, HEADER_LEN, MAX_SCORE, PAIRS_HEAD_LEN, SECTION_PREFIX_LEN,
     VECTORS_HEAD_LEN, VERSION,
 };
+use super::parts::{encode_pair, encode_pairs, Encode, PairRows, PartSink};
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, EventView, StoreImage};
+use crate::store::{EventKind, EventView, PairRowFn, SortedPairs, StoreImage};
 use crc32fast::Hasher;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::Path;
 
 /// Buffer between the encoder and the file.
@@ -42,11 +45,9 @@ pub trait SnapshotSource {
     fn contexts_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
         F: FnMut(&str, &[EventView<'_>]) -> Result<(), SnapshotError>;
-    /// Every unordered pair once, `a < b`, sorted by `(a, b)`, a row at a
-    /// time: `f(a, [(b, score), ...])` for consecutive pairs sharing `a`.
-    fn pairs_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
-    where
-        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>;
+    /// Every unordered pair once, `a < b`, sorted by `(a, b)`, as numbered
+    /// rows of pairs sharing `a` (see `PairRows`).
+    fn pair_rows(&self) -> Box<dyn PairRows + '_>;
     /// Every vector sorted by id.
     fn vectors_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
@@ -60,17 +61,27 @@ impl SnapshotSource for StoreImage {
     {
         self.for_each_context_sorted(f)
     }
-    fn pairs_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
-    where
-        F: FnMut(&str, &[(&str, f32)]) -> Result<(), SnapshotError>,
-    {
-        self.for_each_pair_row_sorted(f)
+    fn pair_rows(&self) -> Box<dyn PairRows + '_> {
+        Box::new(self.sorted_pairs())
     }
     fn vectors_sorted<F>(&self, f: F) -> Result<(), SnapshotError>
     where
         F: FnMut(&str, &[f32]) -> Result<(), SnapshotError>,
     {
         self.for_each_vector_sorted(f)
+    }
+}
+
+impl PairRows for SortedPairs<'_> {
+    fn rows(&self) -> usize {
+        SortedPairs::rows(self)
+    }
+    fn for_each_row(
+        &self,
+        range: Range<usize>,
+        f: &mut PairRowFn<'_, SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        SortedPairs::for_each_row(self, range, f)
     }
 }
 
@@ -93,6 +104,18 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     source: &S,
     created_at: i64,
     path: &Path,
+) -> Result<WriteSummary, SnapshotError> {
+    write_source_with(out, source, created_at, path, Encode::auto())
+}
+
+/// `write_source` with the pairs encoded as `plan` says (the bytes do not
+/// depend on it).
+pub fn write_source_with<W: Write + Seek, S: SnapshotSource + ?Sized>(
+    out: &mut W,
+    source: &S,
+    created_at: i64,
+    path: &Path,
+    plan: Encode,
 ) -> Result<WriteSummary, SnapshotError> {
     let io = |source: std::io::Error| SnapshotError::Io {
         path: path.to_path_buf(),
@@ -156,61 +179,9 @@ pub fn write_source<W: Write + Seek, S: SnapshotSource + ?Sized>(
     // co_occurrence
     let mut n_pairs = 0u64;
     file.section(&mut w, Section::CoOccurrence, PAIRS_HEAD_LEN, path, |p| {
-        // The previous pair, checked against the first of each row; within a
-        // row each `b` is checked against the one before it (which is > a).
-        let (mut prev_a, mut prev_b) = (String::new(), String::new());
-        let mut a_field = Vec::new();
-        source.pairs_sorted(|a, partners| {
-            let mut last: Option<&str> = None;
-            for &(b, score) in partners {
-                check_name(a, "pair item")?;
-                check_name(b, "pair item")?;
-                match last {
-                    // b > last > a: both checks at once
-                    Some(l) if b.as_bytes() > l.as_bytes() => {}
-                    Some(l) => {
-                        if a.as_bytes() >= b.as_bytes() {
-                            return Err(not_a_lt_b(a, b));
-                        }
-                        return Err(invalid(format!(
-                            "pairs not strictly sorted: ({a:?}, {b:?}) after ({a:?}, {l:?})"
-                        )));
-                    }
-                    None => {
-                        if a.as_bytes() >= b.as_bytes() {
-                            return Err(not_a_lt_b(a, b));
-                        }
-                        if !prev_a.is_empty()
-                            && (a.as_bytes(), b.as_bytes()) <= (prev_a.as_bytes(), prev_b.as_bytes())
-                        {
-                            return Err(invalid(format!(
-                                "pairs not strictly sorted: ({a:?}, {b:?}) after ({prev_a:?}, {prev_b:?})"
-                            )));
-                        }
-                        a_field.clear();
-                        a_field.extend_from_slice(&(a.len() as u64).to_le_bytes());
-                        a_field.extend_from_slice(a.as_bytes());
-                    }
-                }
-                if !(score.is_finite() && score > 0.0) {
-                    return Err(invalid(format!("pair ({a:?}, {b:?}) has score {score}")));
-                }
-                last = Some(b);
-                n_pairs += 1;
-                if n_pairs > u64::from(u32::MAX) {
-                    return Err(SnapshotError::TooLarge { what: "pair count" });
-                }
-                p.put_pair(&a_field, b.as_bytes(), score)?;
-            }
-            if let Some(l) = last {
-                if prev_a != a {
-                    prev_a.clear();
-                    prev_a.push_str(a);
-                }
-                prev_b.clear();
-                prev_b.push_str(l);
-            }
-            Ok(())
+        let rows = source.pair_rows();
+        n_pairs = encode_pairs(&*rows, plan, p, |p, a_field, b, score| {
+            p.put_pair(a_field, b, score)
         })?;
         Ok(n_pairs.to_le_bytes().to_vec())
     })?;
@@ -297,10 +268,6 @@ fn invalid(msg: String) -> SnapshotError {
     SnapshotError::InvalidImage(msg)
 }
 
-fn not_a_lt_b(a: &str, b: &str) -> SnapshotError {
-    invalid(format!("pair ({a:?}, {b:?}) is not a < b"))
-}
-
 fn check_name(s: &str, what: &str) -> Result<(), SnapshotError> {
     if s.is_empty() {
         Err(invalid(format!("empty {what}")))
@@ -381,6 +348,19 @@ impl FileCrc {
     }
 }
 
+impl<W: Write> PartSink for Payload<'_, W> {
+    fn put_encoded(&mut self, bytes: &[u8], crc: &Hasher) -> Result<(), SnapshotError> {
+        self.flush()?;
+        self.crc.combine(crc);
+        self.w.write_all(bytes).map_err(|source| SnapshotError::Io {
+            path: self.path.to_path_buf(),
+            source,
+        })?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
 /// The record part of one section's payload: counts and CRCs what it writes.
 /// Records are gathered in `buf` and CRC-ed and written a block at a time:
 /// CRC32 over blocks runs at memory speed, over 4-byte fields it does not.
@@ -418,10 +398,7 @@ impl<W: Write> Payload<'_, W> {
         if self.buf.len() + n > WRITE_BUFFER_BYTES {
             self.flush()?;
         }
-        self.buf.extend_from_slice(a_field);
-        self.buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
-        self.buf.extend_from_slice(b);
-        self.buf.extend_from_slice(&score.to_le_bytes());
+        encode_pair(&mut self.buf, a_field, b, score);
         self.len += n as u64;
         Ok(())
     }

@@ -530,15 +530,61 @@ impl StoreImage {
     /// with those partners and their scores in order of `b`: every unordered
     /// pair once, sorted by `(a, b)`. Memory: O(items + largest row), never
     /// O(pairs).
-    ///
-    /// The names of the items with pairs are first copied into one buffer in
-    /// name order, so the millions of neighbour names a save writes are read
-    /// from a compact, ascending region instead of one heap string each.
     pub fn for_each_pair_row_sorted<E>(
         &self,
         mut f: impl FnMut(&str, &[(&str, f32)]) -> Result<(), E>,
     ) -> Result<(), E> {
+        let pairs = self.sorted_pairs();
+        pairs.for_each_row(0..pairs.rows(), &mut f)
+    }
+    /// The rows of `for_each_pair_row_sorted`, numbered in order, to be walked
+    /// in ranges (a save encodes them in parts on several threads).
+    pub fn sorted_pairs(&self) -> SortedPairs<'_> {
+        SortedPairs::new(&self.inner)
+    }
+    /// Every vector sorted by id (byte order).
+    pub fn for_each_vector_sorted<E>(
+        &self,
+        mut f: impl FnMut(&str, &[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let d = &*self.inner;
+        let v = &d.vectors;
+        let mut order: Vec<(&str, usize)> = (0..v.len)
+            .filter_map(|slot| v.slot(slot).map(|(id, _)| (&**name_of(&d.items, id), slot)))
+            .collect();
+        order.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        for (name, slot) in order {
+            if let Some((_, values)) = v.slot(slot) {
+                f(name, values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is called with each row of pairs: `(a, [(b, score), ...])`.
+pub type PairRowFn<'f, E> = dyn FnMut(&str, &[(&str, f32)]) -> Result<(), E> + 'f;
+
+/// An image's co-occurrence rows in name order of their item, each to be
+/// listed with its later partners (`StoreImage::sorted_pairs`). `Sync`: parts
+/// of it may be walked on several threads at once.
+///
+/// The names of the items with pairs are copied into one buffer in name
+/// order, so the millions of neighbour names a save writes are read from a
+/// compact, ascending region instead of one heap string each.
+pub struct SortedPairs<'a> {
+    d: &'a ImageData,
+    /// Item numbers of the non-empty rows, in name order (a row's rank is
+    /// its position here).
+    order: Vec<u32>,
+    /// Rank of each item number (`u32::MAX` without a row).
+    rank: Vec<u32>,
+    arena: String,
+    starts: Vec<usize>,
+}
+
+impl<'a> SortedPairs<'a> {
+    fn new(d: &'a ImageData) -> Self {
         let name = |n: u32| &**name_of(&d.items, n);
         let mut order: Vec<u32> = d
             .rows
@@ -548,9 +594,9 @@ impl StoreImage {
             .map(|(i, _)| i as u32)
             .collect();
         order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
-        // Rank of each item in name order: rows are then sorted by comparing
-        // integers instead of strings. Every neighbour has a row (symmetry); were
-        // one missing, its empty name would make the writer refuse the save.
+        // Rows are sorted by comparing ranks instead of strings. Every
+        // neighbour has a row (symmetry); were one missing, its empty name
+        // would make the writer refuse the save.
         let mut rank = vec![u32::MAX; d.rows.len()];
         let mut arena = String::with_capacity(order.iter().map(|&i| name(i).len()).sum());
         let mut starts = Vec::with_capacity(order.len() + 1);
@@ -562,21 +608,40 @@ impl StoreImage {
             arena.push_str(name(i));
         }
         starts.push(arena.len());
-        let by_rank = |r: u32| {
-            let r = r as usize;
-            match (starts.get(r), starts.get(r + 1)) {
-                (Some(&s), Some(&e)) => arena.get(s..e).unwrap_or(""),
-                _ => "",
-            }
-        };
-        let rank_of = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
+        SortedPairs {
+            d,
+            order,
+            rank,
+            arena,
+            starts,
+        }
+    }
+
+    /// Rows (items with at least one pair), numbered `0..rows()` in name order.
+    pub fn rows(&self) -> usize {
+        self.order.len()
+    }
+
+    fn by_rank(&self, r: u32) -> &str {
+        let r = r as usize;
+        match (self.starts.get(r), self.starts.get(r + 1)) {
+            (Some(&s), Some(&e)) => self.arena.get(s..e).unwrap_or(""),
+            _ => "",
+        }
+    }
+
+    /// `f(a, partners)` for the rows numbered `range` that have a partner
+    /// after them, in order; partners `b > a` in order of `b`.
+    pub fn for_each_row<E>(&self, range: std::ops::Range<usize>, f: &mut PairRowFn<'_, E>) -> Result<(), E> {
+        let rank_of = |i: u32| self.rank.get(i as usize).copied().unwrap_or(u32::MAX);
         // (rank of b, score bits) packed in one integer: a row has each
         // neighbour once, so sorting the integers sorts by rank.
         let mut keys: Vec<u64> = Vec::new();
         let mut partners: Vec<(&str, f32)> = Vec::new();
-        for (ra, &a) in order.iter().enumerate() {
-            let ra = ra as u32;
-            let Some(row) = d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
+        let start = range.start;
+        for (i, &a) in self.order.get(range).unwrap_or(&[]).iter().enumerate() {
+            let ra = (start + i) as u32;
+            let Some(row) = self.d.rows.get(a as usize).and_then(|r| r.as_deref()) else {
                 continue;
             };
             // Half of a row's neighbours come after it; which half is not
@@ -600,27 +665,9 @@ impl StoreImage {
             partners.clear();
             partners.extend(
                 keys.iter()
-                    .map(|&k| (by_rank((k >> 32) as u32), f32::from_bits(k as u32))),
+                    .map(|&k| (self.by_rank((k >> 32) as u32), f32::from_bits(k as u32))),
             );
-            f(by_rank(ra), &partners)?;
-        }
-        Ok(())
-    }
-    /// Every vector sorted by id (byte order).
-    pub fn for_each_vector_sorted<E>(
-        &self,
-        mut f: impl FnMut(&str, &[f32]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let d = &*self.inner;
-        let v = &d.vectors;
-        let mut order: Vec<(&str, usize)> = (0..v.len)
-            .filter_map(|slot| v.slot(slot).map(|(id, _)| (&**name_of(&d.items, id), slot)))
-            .collect();
-        order.sort_unstable_by(|x, y| x.0.cmp(y.0));
-        for (name, slot) in order {
-            if let Some((_, values)) = v.slot(slot) {
-                f(name, values)?;
-            }
+            f(self.by_rank(ra), &partners)?;
         }
         Ok(())
     }
