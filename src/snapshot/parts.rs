@@ -5,7 +5,8 @@
 //! the large benchmark scale), and encoding them — walking the rows, sorting
 //! each row's partners, the writer's checks, copying names — is what a save
 //! spends its time on. With `Encode::workers > 1` the rows are cut into parts
-//! of `rows_per_part` rows; worker threads encode parts (each into its own
+//! of about `part_entries` row entries (whole rows; ~2 MB of records at the
+//! default); worker threads encode parts (each into its own
 //! buffer, with its CRC) in any order, a bounded number ahead of the writing
 //! thread, which takes them in file order, checks the pair at each seam
 //! against the one before it, and writes them. The bytes, and the first error
@@ -32,6 +33,9 @@ use crate::store::PairRowFn;
 pub trait PairRows: Sync {
     /// Number of rows.
     fn rows(&self) -> usize;
+    /// At least the number of partners row `row` lists (for cutting parts of
+    /// similar size; a save's rows list about half their entries).
+    fn row_len(&self, row: usize) -> usize;
     /// `f(a, [(b, score), ...])` for the rows in `range` that have partners,
     /// in order; stops at the first error of `f`.
     fn for_each_row(
@@ -46,8 +50,8 @@ pub trait PairRows: Sync {
 pub struct Encode {
     /// Threads that encode parts; 1 encodes on the writing thread.
     pub workers: usize,
-    /// Rows per part.
-    pub rows_per_part: usize,
+    /// A part ends after the row that brings its `row_len` sum to this.
+    pub part_entries: usize,
     /// Below this many rows the section is encoded on the writing thread.
     pub min_rows: usize,
 }
@@ -59,7 +63,7 @@ impl Encode {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Encode {
             workers: cores.clamp(1, 4),
-            rows_per_part: 512,
+            part_entries: 100_000,
             min_rows: 16_384,
         }
     }
@@ -71,7 +75,7 @@ impl Encode {
         }
     }
     fn parallel_for(&self, rows: usize) -> bool {
-        self.workers > 1 && rows >= self.min_rows && rows > self.rows_per_part.max(1)
+        self.workers > 1 && rows >= self.min_rows && rows > 1
     }
 }
 
@@ -305,8 +309,18 @@ pub(crate) fn encode_pairs<S: PartSink>(
             (None, Ok(())) => Ok(check.pairs),
         };
     }
-    let per = plan.rows_per_part.max(1);
-    let parts = n.div_ceil(per);
+    // parts: consecutive rows, ends[j] = the row after part j
+    let mut ends = Vec::new();
+    let mut acc = 0usize;
+    for r in 0..n {
+        acc = acc.saturating_add(rows.row_len(r));
+        if acc >= plan.part_entries || r + 1 == n {
+            ends.push(r + 1);
+            acc = 0;
+        }
+    }
+    let parts = ends.len();
+    let ends = &ends;
     let window = plan.workers + 2;
     let queue = Mutex::new(Queue {
         next: 0,
@@ -317,7 +331,7 @@ pub(crate) fn encode_pairs<S: PartSink>(
     });
     let ready = Condvar::new();
     let lock = || queue.lock().unwrap_or_else(PoisonError::into_inner);
-    std::thread::scope(|scope| {
+    let result = std::thread::scope(|scope| {
         for w in 0..plan.workers {
             let (queue, ready) = (&queue, &ready);
             scope.spawn(move || {
@@ -336,7 +350,8 @@ pub(crate) fn encode_pairs<S: PartSink>(
                         q.next += 1;
                         (q.next - 1, q.spare.pop().unwrap_or_default())
                     };
-                    let range = j * per..((j + 1) * per).min(n);
+                    let start = j.checked_sub(1).and_then(|i| ends.get(i)).copied().unwrap_or(0);
+                    let range = start..ends.get(j).copied().unwrap_or(n);
                     let part = catch_unwind(AssertUnwindSafe(|| encode_part(rows, range, buf)))
                         .unwrap_or_else(|_| Part {
                             bytes: Vec::new(),
@@ -407,7 +422,20 @@ pub(crate) fn encode_pairs<S: PartSink>(
         lock().stop = true;
         ready.notify_all();
         result
-    })
+    });
+    release_freed_memory();
+    result
+}
+
+/// Hands the memory the workers freed back to the system: glibc keeps what
+/// a thread frees in that thread's arena, so without this a save would
+/// leave the server's resident size tens of MB higher.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Lets the calling thread run only when a core is otherwise idle.

@@ -98,6 +98,9 @@ impl PairRows for ModelRows<'_> {
     fn rows(&self) -> usize {
         self.runs.len()
     }
+    fn row_len(&self, row: usize) -> usize {
+        self.runs.get(row).map_or(0, ExactSizeIterator::len)
+    }
     fn for_each_row(
         &self,
         range: Range<usize>,

@@ -83,7 +83,7 @@ fn tiny_pieces() -> Split {
 fn tiny_parts() -> Encode {
     Encode {
         workers: 3,
-        rows_per_part: 1,
+        part_entries: 1,
         min_rows: 0,
     }
 }

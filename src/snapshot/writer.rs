@@ -5,7 +5,7 @@
 //! back to patch the length and the section's leading counts, then the section
 //! CRC. The header goes last, at offset 0. The file is never built in memory:
 //! it stays O(buffer + one record), plus, when the co-occurrence records are
-//! encoded in parts on several threads (`parts.rs`), a few parts of 512 rows.
+//! encoded in parts on several threads (`parts.rs`), a few parts of ~2 MB.
 //!
 //! CRCs are computed on the way through: a patched prefix is hashed on its own
 //! and put in front of the payload's CRC with `crc32fast::Hasher::combine`, and
@@ -75,6 +75,9 @@ impl SnapshotSource for StoreImage {
 impl PairRows for SortedPairs<'_> {
     fn rows(&self) -> usize {
         SortedPairs::rows(self)
+    }
+    fn row_len(&self, row: usize) -> usize {
+        SortedPairs::row_len(self, row)
     }
     fn for_each_row(
         &self,

@@ -622,6 +622,16 @@ impl<'a> SortedPairs<'a> {
         self.order.len()
     }
 
+    /// Entries of row `row` (its partners in both directions).
+    pub fn row_len(&self, row: usize) -> usize {
+        let item = self.order.get(row).map_or(usize::MAX, |&i| i as usize);
+        self.d
+            .rows
+            .get(item)
+            .and_then(|r| r.as_deref())
+            .map_or(0, Row::len)
+    }
+
     fn by_rank(&self, r: u32) -> &str {
         let r = r as usize;
         match (self.starts.get(r), self.starts.get(r + 1)) {
