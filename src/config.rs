@@ -88,6 +88,9 @@ pub struct SnapshotConfig {
     pub restore_on_start: bool,
     /// Extension: write a final auto snapshot on SIGTERM/SIGINT.
     pub save_on_shutdown: bool,
+    /// Extension: threads that encode a save's co-occurrence records
+    /// (1 = the saving thread alone, 0 = one per core, at most 4).
+    pub save_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +141,7 @@ impl Default for Config {
                 retain: 3,
                 restore_on_start: false,
                 save_on_shutdown: false,
+                save_threads: 1,
             },
             security: SecurityConfig {
                 requirepass: String::new(),
@@ -241,6 +245,9 @@ impl Config {
         if self.snapshot.retain == 0 {
             return bad("snapshot.retain", "must be at least 1");
         }
+        if self.snapshot.save_threads > 64 {
+            return bad("snapshot.save_threads", "must be between 0 and 64");
+        }
         if !matches!(
             self.logging.level.to_ascii_lowercase().as_str(),
             "trace" | "debug" | "info" | "warn" | "error" | "off"
@@ -330,6 +337,7 @@ impl Config {
                 "snapshot.save_on_shutdown",
                 self.snapshot.save_on_shutdown.to_string(),
             ),
+            ("snapshot.save_threads", self.snapshot.save_threads.to_string()),
             ("security.requirepass", pass.to_string()),
             ("logging.level", self.logging.level.clone()),
             ("logging.json", self.logging.json.to_string()),
@@ -455,6 +463,7 @@ mod tests {
             ),
             ("events:\n  decay_alpha: 1.5\n", "events.decay_alpha"),
             ("snapshot:\n  retain: 0\n", "snapshot.retain"),
+            ("snapshot:\n  save_threads: 65\n", "snapshot.save_threads"),
             ("api:\n  tcp:\n    bind: nowhere\n", "api.tcp.bind"),
             ("api:\n  tcp:\n    port: 70000\n", "port"),
             ("snapshot:\n  interval_sec: soon\n", "interval_sec"),
@@ -472,7 +481,7 @@ mod tests {
         let all = cfg.entries(None).unwrap();
         assert!(all.iter().all(|(_, v)| v != "secret"));
         let snap = cfg.entries(Some("snapshot")).unwrap();
-        assert_eq!(snap.len(), 5);
+        assert_eq!(snap.len(), 6);
         assert!(cfg.entries(Some("nope")).is_none());
     }
 }

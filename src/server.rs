@@ -105,7 +105,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<ServerH
     let store_config = config.store_config();
     let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store_config));
     let (s, d, dim) = (store.clone(), dir.clone(), config.vectors.default_dimension);
-    let snapshot = Supervisor::start(move |_| SnapshotActor::new(s, d, dim));
+    let save_threads = config.snapshot.save_threads;
+    let snapshot = Supervisor::start(move |_| SnapshotActor::new(s, d, dim).save_threads(save_threads));
     let (s, sn, c) = (store.clone(), snapshot.clone(), config.clone());
     let scheduler = Supervisor::start(move |_| SchedulerActor::new(s, sn, c));
 

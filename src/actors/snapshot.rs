@@ -183,6 +183,8 @@ pub struct SnapshotActor {
     saving: HashSet<PathBuf>,
     job: Option<Job>,
     last_save: Option<LastSave>,
+    /// How a save encodes the co-occurrence records (`snapshot.save_threads`).
+    encode: snapshot::Encode,
 }
 
 impl SnapshotActor {
@@ -195,7 +197,14 @@ impl SnapshotActor {
             saving: HashSet::new(),
             job: None,
             last_save: None,
+            encode: snapshot::Encode::sequential(),
         }
+    }
+
+    /// `snapshot.save_threads` (default 1: encode on the saving thread).
+    pub fn save_threads(mut self, threads: usize) -> Self {
+        self.encode = snapshot::Encode::with_threads(threads);
+        self
     }
 
     fn options(&self) -> LoadOptions {
@@ -386,6 +395,7 @@ impl Handler<SaveSnapshot> for SnapshotActor {
         }
         self.begin_job("save", &path);
         let (store, dir, p) = (self.store.clone(), self.dir.clone(), path.clone());
+        let encode = self.encode;
         let started = std::time::Instant::now();
         let work = async move {
             let image = store.send(FreezeStore).await.map_err(mailbox)??;
@@ -397,7 +407,7 @@ impl Handler<SaveSnapshot> for SnapshotActor {
                     // Around the page cache where the filesystem allows it,
                     // written by a second thread (snapshot/direct.rs).
                     let (summary, done) = snapshot::direct::write_direct(file, |out| {
-                        snapshot::write_snapshot(out, &image, created, &target)
+                        snapshot::write_source_with(out, &image, created, &target, encode)
                     });
                     let summary = summary?;
                     done.map_err(|e| snapshot::files::map_io(e, &target, &target))?;

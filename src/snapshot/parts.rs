@@ -13,9 +13,11 @@
 //! in pair order, are those of the sequential encoding (tested).
 //!
 //! Worker 0 runs at the caller's priority; the others run as `SCHED_IDLE` on
-//! Linux, so they only take CPU time that nothing else (the store actor, the
-//! connections) wants: a save uses the idle cores without making the server
-//! answer later.
+//! Linux, so they only take CPU time that nothing else wants. Even so, on the
+//! 2-core machine of BENCHMARKS.md a second worker raised the p99 latency of
+//! EVENTs sent during a save from ~0.3 ms to ~2 ms, so the server encodes on
+//! the saving thread alone unless `snapshot.save_threads` asks for more;
+//! offline tools (`write_snapshot`) use every core.
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -65,6 +67,16 @@ impl Encode {
             workers: cores.clamp(1, 4),
             part_entries: 100_000,
             min_rows: 16_384,
+        }
+    }
+    /// `snapshot.save_threads`: 0 = `auto`, 1 = `sequential`, n = n workers.
+    pub fn with_threads(threads: usize) -> Self {
+        match threads {
+            0 => Self::auto(),
+            n => Encode {
+                workers: n,
+                ..Self::auto()
+            },
         }
     }
     /// Everything on the writing thread.
@@ -331,7 +343,7 @@ pub(crate) fn encode_pairs<S: PartSink>(
     });
     let ready = Condvar::new();
     let lock = || queue.lock().unwrap_or_else(PoisonError::into_inner);
-    let result = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         for w in 0..plan.workers {
             let (queue, ready) = (&queue, &ready);
             scope.spawn(move || {
@@ -422,20 +434,7 @@ pub(crate) fn encode_pairs<S: PartSink>(
         lock().stop = true;
         ready.notify_all();
         result
-    });
-    release_freed_memory();
-    result
-}
-
-/// Hands the memory the workers freed back to the system: glibc keeps what
-/// a thread frees in that thread's arena, so without this a save would
-/// leave the server's resident size tens of MB higher.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    })
 }
 
 /// Lets the calling thread run only when a core is otherwise idle.
