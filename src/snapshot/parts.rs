@@ -384,7 +384,13 @@ pub(crate) fn encode_pairs<S: PartSink>(
                 }
             });
         }
-        let result = (|| {
+        // Stops the workers however the writing thread leaves (an error, or
+        // a panic: the scope would otherwise wait for them forever).
+        let _stop = StopOnDrop {
+            queue: &queue,
+            ready: &ready,
+        };
+        (|| {
             let mut prev: Option<(String, String)> = None;
             let mut total = 0u64;
             for j in 0..parts {
@@ -430,11 +436,20 @@ pub(crate) fn encode_pairs<S: PartSink>(
                 }
             }
             Ok(total)
-        })();
-        lock().stop = true;
-        ready.notify_all();
-        result
+        })()
     })
+}
+
+struct StopOnDrop<'q> {
+    queue: &'q Mutex<Queue>,
+    ready: &'q Condvar,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        self.ready.notify_all();
+    }
 }
 
 /// Lets the calling thread run only when a core is otherwise idle.

@@ -473,10 +473,13 @@ fn row_wise_pair_checks_give_the_pair_wise_answers() {
 struct FullDisk {
     inner: Cursor<Vec<u8>>,
     room: usize,
+    /// Panic instead of failing (a bug below the writer).
+    panic: bool,
 }
 impl Write for FullDisk {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.inner.get_ref().len() + buf.len() > self.room {
+            assert!(!self.panic, "the test sink panics when full");
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.inner.write(buf)
@@ -497,12 +500,37 @@ fn full_disk_error_keeps_the_os_message() {
     let mut out = FullDisk {
         inner: Cursor::new(Vec::new()),
         room: 300_000,
+        panic: false,
     };
     let err = write_source(&mut out, &m, CREATED_AT, Path::new("/snap/x.nvec")).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SnapshotError::Io { .. }), "{text}");
     assert!(text.contains("No space left on device"), "{text}");
     assert!(text.contains("/snap/x.nvec"), "{text}");
+}
+
+#[test]
+fn a_failing_or_panicking_sink_stops_the_part_encoders() {
+    // 10,000 pairs (~300 KB, more than the writer's buffer) in 2,000 rows
+    let mut m = Model::default();
+    for i in 0..2000 {
+        for j in i + 1..=i + 5 {
+            m.pairs.push((format!("p{i:04}"), format!("p{j:04}"), 1.0));
+        }
+    }
+    let full = |panic| FullDisk {
+        inner: Cursor::new(Vec::new()),
+        room: 100_000,
+        panic,
+    };
+    let err = write_source_with(&mut full(false), &m, CREATED_AT, Path::new("x"), tiny_parts()).unwrap_err();
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    // A panic on the writing thread reaches the caller; the workers stop
+    // instead of waiting for it forever (the test would hang).
+    let r = std::panic::catch_unwind(|| {
+        let _ = write_source_with(&mut full(true), &m, CREATED_AT, Path::new("x"), tiny_parts());
+    });
+    assert!(r.is_err());
 }
 
 fn big_model(contexts: usize, per: usize, vectors: usize) -> Model {
