@@ -25,6 +25,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 
 use crc32fast::Hasher;
 
+use super::writer::{check_name, invalid};
 use super::SnapshotError;
 use crate::store::PairRowFn;
 
@@ -100,7 +101,8 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    fn io(at: u64, error: SnapshotError) -> Self {
+    /// A fault found after the order check (score, count, I/O).
+    fn late(at: u64, error: SnapshotError) -> Self {
         Fault {
             at,
             after_order: true,
@@ -139,8 +141,8 @@ impl PairCheck {
                 after_order: false,
                 error,
             };
-            check_name(a).map_err(early)?;
-            check_name(b).map_err(early)?;
+            check_name(a, "pair item").map_err(early)?;
+            check_name(b, "pair item").map_err(early)?;
             match last {
                 // b > last > a: both checks at once
                 Some(l) if b.as_bytes() > l.as_bytes() => {}
@@ -163,14 +165,19 @@ impl PairCheck {
                 }
             }
             if !(score.is_finite() && score > 0.0) {
-                return Err(Fault {
-                    at: self.pairs,
-                    after_order: true,
-                    error: invalid(format!("pair ({a:?}, {b:?}) has score {score}")),
-                });
+                return Err(Fault::late(
+                    self.pairs,
+                    invalid(format!("pair ({a:?}, {b:?}) has score {score}")),
+                ));
+            }
+            if self.pairs >= u64::from(u32::MAX) {
+                return Err(Fault::late(
+                    self.pairs,
+                    SnapshotError::TooLarge { what: "pair count" },
+                ));
             }
             last = Some(b);
-            put(&self.a_field, b.as_bytes(), score).map_err(|e| Fault::io(self.pairs, e))?;
+            put(&self.a_field, b.as_bytes(), score).map_err(|e| Fault::late(self.pairs, e))?;
             self.pairs += 1;
         }
         if let Some(l) = last {
@@ -201,18 +208,6 @@ fn not_a_lt_b(a: &str, b: &str) -> SnapshotError {
     invalid(format!("pair ({a:?}, {b:?}) is not a < b"))
 }
 
-pub(crate) fn invalid(msg: String) -> SnapshotError {
-    SnapshotError::InvalidImage(msg)
-}
-
-pub(crate) fn check_name(s: &str) -> Result<(), SnapshotError> {
-    if s.is_empty() {
-        Err(invalid("empty pair item".into()))
-    } else {
-        Ok(())
-    }
-}
-
 /// Appends one pair record.
 #[inline]
 pub(crate) fn encode_pair(out: &mut Vec<u8>, a_field: &[u8], b: &[u8], score: f32) {
@@ -239,27 +234,44 @@ struct Part {
     fault: Option<Fault>,
 }
 
+/// Walks the rows `range` through `check`, handing each pair that passes to
+/// `put`; stops at the first refused pair (or error of the walk itself).
+/// `first`, if given, gets the first pair of the range, checked or not.
+fn check_rows(
+    rows: &dyn PairRows,
+    range: Range<usize>,
+    check: &mut PairCheck,
+    mut first: Option<&mut Option<(String, String)>>,
+    mut put: impl FnMut(&[u8], &[u8], f32) -> Result<(), SnapshotError>,
+) -> Result<(), Fault> {
+    let mut fault = None;
+    let walked = rows.for_each_row(range, &mut |a, partners| {
+        if let Some(first) = first.as_deref_mut().filter(|f| f.is_none()) {
+            *first = partners.first().map(|&(b, _)| (a.to_owned(), b.to_owned()));
+        }
+        check.row(a, partners, &mut put).map_err(|f| {
+            fault = Some(f);
+            // stops the walk; the fault is what counts
+            invalid(String::new())
+        })
+    });
+    match (fault, walked) {
+        (Some(f), _) => Err(f),
+        (None, Err(e)) => Err(Fault::late(check.pairs, e)),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
 /// Encodes the rows `range` into `bytes` (emptied first).
 fn encode_part(rows: &dyn PairRows, range: Range<usize>, mut bytes: Vec<u8>) -> Part {
     let mut check = PairCheck::default();
     bytes.clear();
     let mut first = None;
-    let mut fault = None;
-    let _ = rows.for_each_row(range, &mut |a, partners| {
-        if first.is_none() {
-            first = partners.first().map(|&(b, _)| (a.to_owned(), b.to_owned()));
-        }
-        check
-            .row(a, partners, |a_field, b, s| {
-                encode_pair(&mut bytes, a_field, b, s);
-                Ok(())
-            })
-            .map_err(|f| {
-                fault = Some(f);
-                // stops the walk; the fault is what counts
-                invalid(String::new())
-            })
-    });
+    let fault = check_rows(rows, range, &mut check, Some(&mut first), |a_field, b, s| {
+        encode_pair(&mut bytes, a_field, b, s);
+        Ok(())
+    })
+    .err();
     let mut crc = Hasher::new();
     crc.update(&bytes);
     let last = (check.pairs > 0).then(|| (check.prev_a.clone(), check.prev_b.clone()));
@@ -298,28 +310,11 @@ pub(crate) fn encode_pairs<S: PartSink>(
     let n = rows.rows();
     if !plan.parallel_for(n) {
         let mut check = PairCheck::default();
-        let mut fault = None;
-        let mut count = 0u64;
-        let walked = rows.for_each_row(0..n, &mut |a, partners| {
-            let count = &mut count;
-            check
-                .row(a, partners, |a_field, b, s| {
-                    *count += 1;
-                    if *count > u64::from(u32::MAX) {
-                        return Err(SnapshotError::TooLarge { what: "pair count" });
-                    }
-                    put_one(sink, a_field, b, s)
-                })
-                .map_err(|f| {
-                    fault = Some(f);
-                    invalid(String::new())
-                })
-        });
-        return match (fault, walked) {
-            (Some(f), _) => Err(f.error),
-            (None, Err(e)) => Err(e),
-            (None, Ok(())) => Ok(check.pairs),
-        };
+        check_rows(rows, 0..n, &mut check, None, |a_field, b, s| {
+            put_one(sink, a_field, b, s)
+        })
+        .map_err(|f| f.error)?;
+        return Ok(check.pairs);
     }
     // parts: consecutive rows, ends[j] = the row after part j
     let mut ends = Vec::new();
@@ -371,7 +366,7 @@ pub(crate) fn encode_pairs<S: PartSink>(
                             pairs: 0,
                             first: None,
                             last: None,
-                            fault: Some(Fault::io(
+                            fault: Some(Fault::late(
                                 0,
                                 invalid("the pair encoder failed (internal error)".into()),
                             )),

@@ -267,11 +267,11 @@ pub fn write_source_with<W: Write + Seek, S: SnapshotSource + ?Sized>(
     Ok(WriteSummary { header, crc })
 }
 
-fn invalid(msg: String) -> SnapshotError {
+pub(super) fn invalid(msg: String) -> SnapshotError {
     SnapshotError::InvalidImage(msg)
 }
 
-fn check_name(s: &str, what: &str) -> Result<(), SnapshotError> {
+pub(super) fn check_name(s: &str, what: &str) -> Result<(), SnapshotError> {
     if s.is_empty() {
         Err(invalid(format!("empty {what}")))
     } else {

@@ -514,12 +514,14 @@ impl StoreImage {
         Ok(())
     }
     /// Every unordered pair once, as `(a, b, score)` with `a < b` (byte order),
-    /// sorted by `(a, b)`: `for_each_pair_row_sorted` one pair at a time.
+    /// sorted by `(a, b)`: the rows of `sorted_pairs` one pair at a time.
+    /// Memory: O(items + largest row), never O(pairs).
     pub fn for_each_pair_sorted<E>(
         &self,
         mut f: impl FnMut(&str, &str, f32) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.for_each_pair_row_sorted(|a, partners| {
+        let pairs = self.sorted_pairs();
+        pairs.for_each_row(0..pairs.rows(), &mut |a, partners| {
             for &(b, s) in partners {
                 f(a, b, s)?;
             }
@@ -527,18 +529,9 @@ impl StoreImage {
         })
     }
     /// Every item `a` that has a partner `b > a` (byte order), in order of `a`,
-    /// with those partners and their scores in order of `b`: every unordered
-    /// pair once, sorted by `(a, b)`. Memory: O(items + largest row), never
-    /// O(pairs).
-    pub fn for_each_pair_row_sorted<E>(
-        &self,
-        mut f: impl FnMut(&str, &[(&str, f32)]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let pairs = self.sorted_pairs();
-        pairs.for_each_row(0..pairs.rows(), &mut f)
-    }
-    /// The rows of `for_each_pair_row_sorted`, numbered in order, to be walked
-    /// in ranges (a save encodes them in parts on several threads).
+    /// with those partners in order of `b` (every unordered pair once, sorted
+    /// by `(a, b)`), as rows numbered in order, to be walked in ranges (a save
+    /// may encode them in parts on several threads).
     pub fn sorted_pairs(&self) -> SortedPairs<'_> {
         SortedPairs::new(&self.inner)
     }
