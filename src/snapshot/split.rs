@@ -122,8 +122,12 @@ impl Shared {
             if f.failed {
                 return None;
             }
-            if let (Some(job), Some(h)) = (f.job(p), f.header) {
-                return job.map(|j| (j, h));
+            if let Some(h) = f.header {
+                match f.job(p) {
+                    Known::Job(j) => return Some((j, h)),
+                    Known::Nothing => return None,
+                    Known::NotYet => {}
+                }
             }
             if f.finished {
                 return None;
@@ -134,32 +138,44 @@ impl Shared {
 }
 
 impl Found {
-    /// `Some(job)` once piece `p` is known to be `job` (`None`: no piece).
-    fn job(&self, p: usize) -> Option<Option<Job>> {
+    /// What is known so far of piece `p`.
+    fn job(&self, p: usize) -> Known {
+        let known = |span: Option<Span>| span.map_or(Known::NotYet, |s| Known::Job(Job::Section(s)));
         let Some(k) = p.checked_sub(1) else {
-            return self.spans[0].map(|s| Some(Job::Section(s)));
+            return known(self.spans[0]);
         };
-        let co = self.spans[1]?;
+        let Some(co) = self.spans[1] else {
+            return Known::NotYet;
+        };
         let from = k.checked_sub(1).and_then(|j| self.marks.get(j)).copied();
         if let Some(&to) = self.marks.get(k) {
-            return Some(Some(Job::Run {
+            return Known::Job(Job::Run {
                 co,
                 from,
                 to: Some(to),
-            }));
+            });
         }
         if !self.walked {
-            return None;
+            return Known::NotYet;
         }
         let runs = self.marks.len() + 1;
         if k + 1 == runs {
-            return Some(Some(Job::Run { co, from, to: None }));
+            return Known::Job(Job::Run { co, from, to: None });
         }
         if k == runs {
-            return self.spans[2].map(|s| Some(Job::Section(s)));
+            return known(self.spans[2]);
         }
-        Some(None)
+        Known::Nothing
     }
+}
+
+/// What pass A has told of one piece of pass B.
+enum Known {
+    /// Not found yet: wait for pass A.
+    NotYet,
+    /// There is no such piece.
+    Nothing,
+    Job(Job),
 }
 
 /// One piece of pass B.
