@@ -406,6 +406,7 @@ fn set_direct(_file: &TempFile<'_>, on: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::files::faults::Failing;
     use crate::snapshot::files::SnapshotDir;
     use std::io::Cursor;
 
@@ -532,43 +533,10 @@ mod tests {
         println!("O_DIRECT in use: {any_direct}");
     }
 
-    /// Writes fail with ENOSPC after `budget` bytes.
-    struct Full {
-        budget: Mutex<u64>,
-    }
-
-    impl crate::snapshot::files::FileOps for Full {
-        fn create_temp(&self, path: &std::path::Path) -> io::Result<std::fs::File> {
-            crate::snapshot::files::RealFileOps.create_temp(path)
-        }
-        fn write(&self, file: &mut std::fs::File, buf: &[u8]) -> io::Result<usize> {
-            let mut left = self.budget.lock().unwrap();
-            if *left < buf.len() as u64 {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-            }
-            *left -= buf.len() as u64;
-            file.write(buf)
-        }
-        fn sync_file(&self, file: &std::fs::File) -> io::Result<()> {
-            file.sync_all()
-        }
-        fn rename(&self, from: &std::path::Path, to: &std::path::Path, _: bool) -> io::Result<()> {
-            std::fs::rename(from, to)
-        }
-        fn sync_dir(&self, _: &std::path::Path) -> io::Result<()> {
-            Ok(())
-        }
-        fn remove(&self, path: &std::path::Path) -> io::Result<()> {
-            std::fs::remove_file(path)
-        }
-    }
-
     #[test]
     fn a_failed_write_stops_the_writer_at_its_next_buffer_with_the_os_error() {
         let dir = tempfile::tempdir().unwrap();
-        let ops = std::sync::Arc::new(Full {
-            budget: Mutex::new(20 * BLOCK as u64),
-        });
+        let ops = std::sync::Arc::new(Failing::full_after(20 * BLOCK as u64));
         let d = SnapshotDir::with_ops(dir.path(), ops).unwrap();
         let target = d.root().join("full.bin");
         let r = d.write_atomically(&target, false, |f| {

@@ -564,12 +564,87 @@ pub fn dump_name(now: DateTime<Utc>) -> String {
     format!("{DUMP_PREFIX}{}{DUMP_EXT}", now.format("%Y%m%d_%H%M%S"))
 }
 
+/// Real filesystem steps with faults, for tests of the write path.
+#[cfg(test)]
+pub(crate) mod faults {
+    use super::{FileOps, RealFileOps};
+    use std::fs::File;
+    use std::io::{self, Write};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Real operations, except that the step named `fail` returns EIO and
+    /// writes fail with ENOSPC once `budget` bytes are written.
+    pub(crate) struct Failing {
+        fail: &'static str,
+        budget: Mutex<u64>,
+        /// The steps taken, in order.
+        pub(crate) calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Failing {
+        pub(crate) fn step_fails(fail: &'static str) -> Self {
+            Failing {
+                fail,
+                budget: Mutex::new(u64::MAX),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+        pub(crate) fn full_after(bytes: u64) -> Self {
+            Failing {
+                budget: Mutex::new(bytes),
+                ..Failing::step_fails("")
+            }
+        }
+        fn step(&self, name: &'static str) -> io::Result<()> {
+            self.calls.lock().unwrap().push(name);
+            if self.fail == name {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl FileOps for Failing {
+        fn create_temp(&self, path: &Path) -> io::Result<File> {
+            self.step("create_temp")?;
+            RealFileOps.create_temp(path)
+        }
+        fn write(&self, file: &mut File, buf: &[u8]) -> io::Result<usize> {
+            let mut left = self.budget.lock().unwrap();
+            let n = buf.len() as u64;
+            if *left < n {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            *left -= n;
+            file.write(buf)
+        }
+        fn sync_file(&self, file: &File) -> io::Result<()> {
+            self.step("sync_file")?;
+            RealFileOps.sync_file(file)
+        }
+        fn rename(&self, from: &Path, to: &Path, no_replace: bool) -> io::Result<()> {
+            self.step("rename")?;
+            RealFileOps.rename(from, to, no_replace)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.step("sync_dir")?;
+            RealFileOps.sync_dir(dir)
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.step("remove")?;
+            RealFileOps.remove(path)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::faults::Failing;
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::{symlink, PermissionsExt};
-    use std::sync::Mutex;
 
     fn setup() -> (tempfile::TempDir, SnapshotDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -955,52 +1030,11 @@ mod tests {
         assert_eq!(fs::read(&b).unwrap(), b"a");
     }
 
-    /// Real operations, except that the step named `fail` returns EIO.
-    struct Failing {
-        fail: &'static str,
-        calls: Mutex<Vec<&'static str>>,
-    }
-    impl Failing {
-        fn step(&self, name: &'static str) -> io::Result<()> {
-            self.calls.lock().unwrap().push(name);
-            if self.fail == name {
-                Err(io::Error::from_raw_os_error(libc::EIO))
-            } else {
-                Ok(())
-            }
-        }
-    }
-    impl FileOps for Failing {
-        fn create_temp(&self, path: &Path) -> io::Result<File> {
-            self.step("create_temp")?;
-            RealFileOps.create_temp(path)
-        }
-        fn sync_file(&self, file: &File) -> io::Result<()> {
-            self.step("sync_file")?;
-            RealFileOps.sync_file(file)
-        }
-        fn rename(&self, from: &Path, to: &Path, no_replace: bool) -> io::Result<()> {
-            self.step("rename")?;
-            RealFileOps.rename(from, to, no_replace)
-        }
-        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-            self.step("sync_dir")?;
-            RealFileOps.sync_dir(dir)
-        }
-        fn remove(&self, path: &Path) -> io::Result<()> {
-            self.step("remove")?;
-            RealFileOps.remove(path)
-        }
-    }
-
     #[test]
     fn each_failing_step_leaves_the_previous_file_and_no_temp() {
         for fail in ["create_temp", "write", "sync_file", "rename", "sync_dir"] {
             let tmp = tempfile::tempdir().unwrap();
-            let ops = Arc::new(Failing {
-                fail,
-                calls: Mutex::new(Vec::new()),
-            });
+            let ops = Arc::new(Failing::step_fails(fail));
             let d = SnapshotDir::with_ops(tmp.path(), ops.clone()).unwrap();
             let target = d.root().join("a.nvec");
             fs::write(&target, b"old").unwrap();
@@ -1034,10 +1068,7 @@ mod tests {
     #[test]
     fn failing_cleanup_still_returns_the_first_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let ops = Arc::new(Failing {
-            fail: "remove",
-            calls: Mutex::new(Vec::new()),
-        });
+        let ops = Arc::new(Failing::step_fails("remove"));
         let d = SnapshotDir::with_ops(tmp.path(), ops).unwrap();
         let target = d.root().join("a.nvec");
         let e = d
