@@ -36,7 +36,9 @@ fn reference_lines(data: &[u8]) -> Vec<Line> {
                 }
                 out.push(match std::str::from_utf8(line) {
                     Ok(s) => Line::Text(s.to_owned()),
-                    Err(_) => Line::InvalidUtf8,
+                    Err(_) => Line::InvalidUtf8 {
+                        shape: expected_shape(&String::from_utf8_lossy(line)),
+                    },
                 });
                 rest = &rest[end + 1..];
             }

@@ -115,8 +115,12 @@ impl ConnectionActor {
         for line in lines {
             let text = match line {
                 Line::Text(t) => t,
-                Line::InvalidUtf8 => {
-                    steps.push(Step::Reply(Response::Error("Invalid UTF-8 in request".into())));
+                Line::InvalidUtf8 { shape } => {
+                    let err = Response::Error("Invalid UTF-8 in request".into());
+                    steps.push(Step::Reply(match shape {
+                        Shape::Block => block_error(err),
+                        _ => err,
+                    }));
                     continue;
                 }
                 Line::TooLarge { limit } => {

@@ -13,6 +13,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::response::{expected_shape, Shape};
+
 /// Default for [`LineCodec::max_batch`].
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 
@@ -21,13 +23,26 @@ pub const DEFAULT_MAX_BATCH: usize = 1024;
 pub enum Line {
     /// A complete line without its `\n` / `\r\n`; may be empty.
     Text(String),
-    /// The line's bytes are not UTF-8; the connection stays open.
-    InvalidUtf8,
+    /// The line's bytes are not UTF-8; the connection stays open. `shape` is
+    /// the reply's shape for the command word the line starts with (an error
+    /// of a block command is a block).
+    InvalidUtf8 {
+        /// Shape of the reply.
+        shape: Shape,
+    },
     /// The line exceeded `max_request_bytes`; the connection must be closed after the reply.
     TooLarge {
         /// The configured `api.max_request_bytes`.
         limit: usize,
     },
+}
+
+/// `Line::InvalidUtf8` for `bytes`, with the shape of the reply to its
+/// command word (read with the invalid bytes replaced).
+fn invalid_utf8(bytes: &[u8]) -> Line {
+    Line::InvalidUtf8 {
+        shape: expected_shape(&String::from_utf8_lossy(bytes)),
+    }
 }
 
 /// Decoder that yields every complete line buffered so far as one batch
@@ -77,7 +92,7 @@ impl LineCodec {
                 }
                 Some(match std::str::from_utf8(&bytes) {
                     Ok(text) => Line::Text(text.to_owned()),
-                    Err(_) => Line::InvalidUtf8,
+                    Err(_) => invalid_utf8(&bytes),
                 })
             }
             None if src.len() > limit => {
@@ -210,7 +225,11 @@ mod tests {
         let mut src = buf(b"PING\nbad \xff\xfe line\nINFO\n");
         assert_eq!(
             codec.decode(&mut src).unwrap(),
-            Some(vec![text("PING"), Line::InvalidUtf8, text("INFO")])
+            Some(vec![
+                text("PING"),
+                Line::InvalidUtf8 { shape: Shape::Line },
+                text("INFO")
+            ])
         );
     }
 
@@ -334,7 +353,7 @@ mod tests {
                     }
                     out.push(match std::str::from_utf8(line) {
                         Ok(t) => text(t),
-                        Err(_) => Line::InvalidUtf8,
+                        Err(_) => invalid_utf8(line),
                     });
                     rest = &rest[p + 1..];
                 }

@@ -232,6 +232,14 @@ fn malformed_input_never_hurts_the_server() {
     // Binary garbage and invalid UTF-8 keep the connection open.
     c.send_raw(&[0xff, 0xfe, 0x00, 0x80, b'\r', b'\n']);
     assert_eq!(c.read_line().as_deref(), Some("(error) Invalid UTF-8 in request"));
+    // A block command's error is a block (SPEC 2), so the client stays in step.
+    for line in [&b"DUMP VERIFY \xff.nvec"[..], b"config show \xff", b"INFO \xfe"] {
+        c.send_raw(line);
+        c.send_raw(b"\r\n");
+        assert_eq!(c.read_line().as_deref(), Some("(error) Invalid UTF-8 in request"));
+        assert_eq!(c.read_line().as_deref(), Some("END"));
+    }
+    assert_eq!(c.cmd("PING"), "OK PONG");
     let mut garbage: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
