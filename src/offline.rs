@@ -38,7 +38,7 @@ pub fn verify_response(path: &Path, default_dimension: usize) -> (Response, bool
 
 /// The header block for `path` and whether it could be read; prints nothing.
 pub fn info_response(path: &Path) -> (Response, bool) {
-    let r = open(path).and_then(|mut f| snapshot::read_header(&mut f, path));
+    let r = open(path).and_then(|mut f| snapshot::read_info(&mut f, path));
     (info_block(&r), r.is_ok())
 }
 

@@ -482,7 +482,7 @@ impl Handler<DumpRequest> for SnapshotActor {
                         let path = dir.resolve(&path)?;
                         blocking(move || {
                             let mut f = dir.open_for_read(&path)?;
-                            snapshot::read_header(&mut f, &path)
+                            snapshot::read_info(&mut f, &path)
                         })
                         .await
                     }

@@ -24,5 +24,5 @@ mod tests;
 pub use error::SnapshotError;
 pub use format::Header;
 pub use parts::{Encode, PairRows};
-pub use reader::{load_file, read_header, verify_file, LoadOptions, VerifyReport};
+pub use reader::{load_file, read_header, read_info, verify_file, LoadOptions, VerifyReport};
 pub use writer::{write_snapshot, write_source, write_source_with, SnapshotSource, WriteSummary};

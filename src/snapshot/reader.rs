@@ -95,8 +95,8 @@ impl Default for LoadOptions {
     }
 }
 
-/// DUMP INFO: reads and checks the header only (magic, version, and a file of
-/// at least the header's length).
+/// Reads and checks the header only (magic, version, and a file of at least
+/// the header's length).
 pub fn read_header(file: &mut File, path: &Path) -> Result<Header, SnapshotError> {
     let io = io_err(path);
     let actual = file.metadata().map_err(io)?.len();
@@ -104,6 +104,22 @@ pub fn read_header(file: &mut File, path: &Path) -> Result<Header, SnapshotError
     let mut buf = [0u8; HEADER_LEN];
     let got = read_up_to(file, &mut buf).map_err(io_err(path))?;
     check_header_start(&buf, got, actual)
+}
+
+/// DUMP INFO: the header, checked as far as it goes: `read_header`, and no
+/// unknown flag bits (SPEC 4.3: a reader rejects them; a flag could change
+/// what the other fields mean).
+pub fn read_info(file: &mut File, path: &Path) -> Result<Header, SnapshotError> {
+    let header = read_header(file, path)?;
+    check_flags(&header)?;
+    Ok(header)
+}
+
+fn check_flags(header: &Header) -> Result<(), SnapshotError> {
+    if header.flags != 0 {
+        return Err(corrupt(format!("unknown flags 0x{:08X}", header.flags)));
+    }
+    Ok(())
 }
 
 /// DUMP VERIFY: every check of a load, without building anything. A large
@@ -355,9 +371,7 @@ pub(super) fn scan(
             });
         }
     }
-    if header.flags != 0 {
-        return Err(corrupt(format!("unknown flags 0x{:08X}", header.flags)));
-    }
+    check_flags(&header)?;
     match spans.as_slice() {
         [(a, _), (b, _), (c, _)] => Ok(Scan {
             header,

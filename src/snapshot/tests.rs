@@ -655,6 +655,22 @@ fn read_header_checks_magic_version_and_length_only() {
         read_header(s.put(&v2), Path::new("x")),
         Err(SnapshotError::VersionMismatch { found: 2 })
     ));
+    // DUMP INFO also refuses unknown flag bits (SPEC 4.3), after the above.
+    let mut flagged = bytes.clone();
+    flagged[11] = 0x80;
+    assert_eq!(
+        read_info(s.put(&flagged), Path::new("x"))
+            .unwrap_err()
+            .to_string(),
+        "Corrupt snapshot: unknown flags 0x80000000"
+    );
+    assert!(read_header(s.put(&flagged), Path::new("x")).is_ok());
+    flagged[0] = b'X';
+    assert!(matches!(
+        read_info(s.put(&flagged), Path::new("x")),
+        Err(SnapshotError::BadMagic)
+    ));
+    assert_eq!(read_info(s.put(&bytes), Path::new("x")).unwrap().file_size, 232);
 }
 
 #[test]

@@ -111,6 +111,18 @@ fn golden_files_give_their_manifest_block_through_server_and_offline_tool() {
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), info);
             assert!(info.contains("version: 1"), "{info}");
         }
+        if e.file == "unknown_flags.nvec" {
+            // INFO reads the header only, but refuses its unknown flag bits.
+            let info = c.cmd("DUMP INFO unknown_flags.nvec");
+            assert_eq!(info, format!("{}\nEND", expected[0]));
+            let out = Command::new(env!("CARGO_BIN_EXE_nvecd"))
+                .args(["snapshot", "info"])
+                .arg(&path)
+                .output()
+                .expect("offline info");
+            assert!(!out.status.success());
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), info);
+        }
     }
 }
 
