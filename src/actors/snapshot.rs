@@ -241,6 +241,31 @@ impl SnapshotActor {
         }
     }
 
+    /// Records a save or load that failed before it started: one whose path
+    /// the filesystem refused while it was resolved (a missing directory, no
+    /// permission, a name too long). A refused request — a path that is not
+    /// allowed, a busy server — was never a job and changes nothing.
+    fn record_early_failure(&mut self, operation: &'static str, user_path: &str, e: &SnapshotError) {
+        if !matches!(
+            e,
+            SnapshotError::NotFound { .. }
+                | SnapshotError::PermissionDenied { .. }
+                | SnapshotError::Io { .. }
+        ) {
+            return;
+        }
+        let path = self.dir.root().join(user_path);
+        self.begin_job(operation, &path);
+        self.end_job(&path, Some(e.to_string()));
+        if operation == "save" {
+            self.last_save = Some(LastSave {
+                path: path.display().to_string(),
+                time: Utc::now(),
+                ok: false,
+            });
+        }
+    }
+
     /// Chooses the file a save writes, and whether it must not replace one.
     fn target(&self, target: &SaveTarget) -> Result<(PathBuf, bool), SnapshotError> {
         let now = Utc::now();
@@ -386,7 +411,12 @@ impl Handler<SaveSnapshot> for SnapshotActor {
         }
         let (path, no_replace) = match self.target(&msg.0) {
             Ok(t) => t,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Err(e) => {
+                if let SaveTarget::Path(p) = &msg.0 {
+                    self.record_early_failure("save", p, &e);
+                }
+                return Box::pin(fut::ready(Err(e)));
+            }
         };
         if !self.saving.insert(path.clone()) {
             return Box::pin(fut::ready(Err(SnapshotError::SaveInProgress {
@@ -515,7 +545,10 @@ impl SnapshotActor {
         }
         let path = match self.dir.resolve(&user_path) {
             Ok(p) => p,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Err(e) => {
+                self.record_early_failure("load", &user_path, &e);
+                return Box::pin(fut::ready(Err(e)));
+            }
         };
         self.loading = true;
         self.begin_job("load", &path);

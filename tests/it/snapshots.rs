@@ -424,6 +424,52 @@ fn path_rules_hold_for_symlinks_and_directories() {
     assert!(r.starts_with("(error) Invalid path"), "{r}");
 }
 
+/// A save or load the filesystem refuses while its path is resolved is a
+/// failed job in DUMP STATUS (and, for a save, INFO's `last_save_*`); a
+/// request refused for its path's form is not a job and changes neither.
+#[test]
+fn a_save_or_load_refused_by_the_filesystem_is_a_failed_job() {
+    let s = TestServer::spawn();
+    let mut c = s.client();
+    let dir = s.snapshot_dir();
+    assert_eq!(field(&c.cmd("DUMP STATUS"), "status"), "idle");
+    let r = c.cmd("DUMP SAVE ../x.nvec");
+    assert!(r.starts_with("(error) Invalid path"), "{r}");
+    assert_eq!(field(&c.cmd("DUMP STATUS"), "status"), "idle");
+    assert_eq!(field(&c.cmd("INFO"), "last_save_status"), "none");
+
+    let r = c.cmd("DUMP SAVE nodir/x.nvec");
+    let head = r.lines().next().expect("line").to_string();
+    assert!(head.starts_with("(error) File not found: "), "{r}");
+    let status = c.cmd("DUMP STATUS");
+    assert_eq!(field(&status, "status"), "failed", "{status}");
+    assert_eq!(field(&status, "operation"), "save", "{status}");
+    assert_eq!(
+        field(&status, "filepath"),
+        dir.join("nodir/x.nvec").display().to_string()
+    );
+    assert_eq!(
+        Some(field(&status, "error")),
+        head.strip_prefix("(error) ").map(str::to_string)
+    );
+    assert_eq!(field(&c.cmd("INFO"), "last_save_status"), "failed");
+
+    let long = "a".repeat(300);
+    let r = c.cmd(&format!("DUMP LOAD {long}.nvec"));
+    assert!(r.contains("File name too long"), "{r}");
+    let status = c.cmd("DUMP STATUS");
+    assert_eq!(field(&status, "operation"), "load", "{status}");
+    assert!(field(&status, "error").contains("File name too long"), "{status}");
+
+    let r = c.cmd("DUMP SAVE ok.nvec");
+    assert!(r.starts_with("OK Snapshot saved"), "{r}");
+    assert_eq!(field(&c.cmd("DUMP STATUS"), "status"), "completed");
+    assert_eq!(field(&c.cmd("INFO"), "last_save_status"), "ok");
+    let r = c.cmd("DUMP LOAD /etc/x.nvec");
+    assert!(r.starts_with("(error) Invalid path: must be inside"), "{r}");
+    assert_eq!(field(&c.cmd("DUMP STATUS"), "status"), "completed");
+}
+
 #[test]
 fn dump_save_without_a_path_never_overwrites() {
     let s = TestServer::spawn();
