@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::actors::listener::ListenerActor;
 use crate::actors::scheduler::SchedulerActor;
-use crate::actors::snapshot::{GetSnapshotStats, LoadSnapshot, SaveSnapshot, SaveTarget, SnapshotActor};
+use crate::actors::snapshot::{
+    prune_auto_snapshots, GetSnapshotStats, LoadSnapshot, SaveSnapshot, SaveTarget, SnapshotActor,
+};
 use crate::actors::store::StoreActor;
 use crate::actors::{Peers, Shutdown};
 use crate::config::Config;
@@ -42,7 +44,9 @@ impl ServerHandle {
         if self.config.snapshot.save_on_shutdown {
             match self.snapshot.send(SaveSnapshot(SaveTarget::Auto)).await {
                 Ok(Ok(r)) => {
-                    tracing::info!(path = %r.path.display(), bytes = r.bytes, "shutdown snapshot saved")
+                    tracing::info!(path = %r.path.display(), bytes = r.bytes, "shutdown snapshot saved");
+                    // Like every auto snapshot, followed by retention.
+                    prune_auto_snapshots(&self.snapshot, self.config.snapshot.retain).await;
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "shutdown snapshot failed"),
                 Err(e) => tracing::error!(error = %e, "shutdown snapshot failed"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::snapshot::{
-    fmt_time, GetSnapshotStats, PruneAutoSnapshots, SaveSnapshot, SaveTarget, SnapshotActor,
+    fmt_time, prune_auto_snapshots, GetSnapshotStats, SaveSnapshot, SaveTarget, SnapshotActor,
 };
 use super::store::{RunDecay, StoreActor};
 use crate::config::Config;
@@ -174,15 +174,7 @@ impl Handler<RunAutoSnapshot> for SchedulerActor {
             };
             async move {
                 if let Some(snapshot) = prune {
-                    match snapshot.send(PruneAutoSnapshots { retain }).await {
-                        Ok(Ok(deleted)) => {
-                            for p in deleted {
-                                tracing::info!(path = %p.display(), "old auto snapshot deleted");
-                            }
-                        }
-                        Ok(Err(e)) => tracing::error!(error = %e, "pruning auto snapshots failed"),
-                        Err(e) => tracing::error!(error = %e, "pruning auto snapshots failed"),
-                    }
+                    prune_auto_snapshots(&snapshot, retain).await;
                 }
             }
             .into_actor(act)

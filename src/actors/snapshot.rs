@@ -107,6 +107,20 @@ pub struct PruneAutoSnapshots {
     pub retain: usize,
 }
 
+/// Sends `PruneAutoSnapshots` and logs what it deleted or why it failed
+/// (after an auto snapshot, by the scheduler and at shutdown).
+pub async fn prune_auto_snapshots(snapshot: &Addr<SnapshotActor>, retain: usize) {
+    match snapshot.send(PruneAutoSnapshots { retain }).await {
+        Ok(Ok(deleted)) => {
+            for p in deleted {
+                tracing::info!(path = %p.display(), "old auto snapshot deleted");
+            }
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "pruning auto snapshots failed"),
+        Err(e) => tracing::error!(error = %e, "pruning auto snapshots failed"),
+    }
+}
+
 /// What a finished save wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaveReport {

@@ -232,13 +232,20 @@ fn sigterm_during_a_large_save_leaves_a_complete_file_and_no_temp_file() {
 #[test]
 fn save_on_shutdown_writes_a_final_auto_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_config(dir.path(), "  save_on_shutdown: true\n");
+    let cfg = write_config(dir.path(), "  save_on_shutdown: true\n  retain: 2\n");
     let mut server = TestBinary::start(&cfg, &[]);
     let mut c = server.client();
     assert_eq!(c.cmd("EVENT u1 ADD a 10"), "OK");
+    // Older auto snapshots: the final one is followed by retention too.
+    let snaps = dir.path().join("snapshots");
+    for old in ["auto_20200101_000000.snapshot", "auto_20200102_000000.snapshot"] {
+        assert!(c.cmd("DUMP SAVE x.nvec").starts_with("OK"));
+        std::fs::rename(snaps.join("x.nvec"), snaps.join(old)).expect("rename");
+    }
     let status = server.signal_and_wait(libc::SIGINT);
     assert!(status.success());
-    let files = auto_files(&dir.path().join("snapshots"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(offline_verify(&files[0]));
+    let files = auto_files(&snaps);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].ends_with("auto_20200102_000000.snapshot"), "{files:?}");
+    assert!(offline_verify(&files[1]));
 }
