@@ -121,7 +121,12 @@ impl Response {
                 line(out, "OK RESULTS ", &rows.len().to_string());
                 for (id, score) in rows {
                     push_clean(out, id);
-                    out.extend_from_slice(format!(" {score:.4}\r\n").as_bytes());
+                    let text = format!(" {score:.4}\r\n");
+                    // A score that rounds to zero from below prints as 0.0000.
+                    let text = text
+                        .strip_prefix(" -0.0000")
+                        .map_or(text.as_str(), |_| " 0.0000\r\n");
+                    out.extend_from_slice(text.as_bytes());
                 }
             }
             Response::Block { head, fields } => {
@@ -207,6 +212,15 @@ mod tests {
             "OK RESULTS 3\r\nb 1.0000\r\na 0.1235\r\nc -0.5000\r\n"
         );
         assert_eq!(rendered(&Response::Results(Vec::new())), "OK RESULTS 0\r\n");
+        let r = Response::Results(vec![
+            (Arc::from("a"), -0.00001),
+            (Arc::from("b"), -0.0),
+            (Arc::from("c"), -0.00006),
+        ]);
+        assert_eq!(
+            rendered(&r),
+            "OK RESULTS 3\r\na 0.0000\r\nb 0.0000\r\nc -0.0001\r\n"
+        );
     }
 
     #[test]
