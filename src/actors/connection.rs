@@ -313,49 +313,68 @@ async fn run_steps(
         stall,
     };
     let mut close = false;
-    let mut steps = steps.into_iter().peekable();
-    while let Some(step) = steps.next() {
-        match step {
-            Step::Reply(r) => out.push(&r).await?,
-            Step::Close(r) => {
-                out.push(&r).await?;
-                close = true;
-            }
-            Step::Store(op) => {
-                let mut rows = result_rows(&op);
-                let mut ops = vec![op];
-                while let Some(Step::Store(next)) = steps.peek() {
-                    let more = result_rows(next);
-                    if more > 0 && rows + more > GROUP_RESULT_ROWS {
-                        break;
-                    }
-                    rows += more;
-                    if let Some(Step::Store(op)) = steps.next() {
-                        ops.push(op);
-                    }
+    // Commands are counted as they are answered (an INFO counts itself and
+    // those before it in the batch, not the ones after it).
+    let mut uncounted = 0u64;
+    let answered = async {
+        let mut steps = steps.into_iter().peekable();
+        while let Some(step) = steps.next() {
+            uncounted += 1;
+            match step {
+                Step::Reply(r) => out.push(&r).await?,
+                Step::Close(r) => {
+                    out.push(&r).await?;
+                    close = true;
                 }
-                let n = ops.len();
-                match peers.store.send(ExecuteBatch(ops)).await {
-                    Ok(replies) => {
-                        for r in &replies {
-                            out.push(r).await?;
+                Step::Store(op) => {
+                    let mut rows = result_rows(&op);
+                    let mut ops = vec![op];
+                    while let Some(Step::Store(next)) = steps.peek() {
+                        let more = result_rows(next);
+                        if more > 0 && rows + more > GROUP_RESULT_ROWS {
+                            break;
+                        }
+                        rows += more;
+                        if let Some(Step::Store(op)) = steps.next() {
+                            ops.push(op);
+                            uncounted += 1;
                         }
                     }
-                    Err(e) => {
-                        let r = internal(e);
-                        for _ in 0..n {
-                            out.push(&r).await?;
+                    let n = ops.len();
+                    match peers.store.send(ExecuteBatch(ops)).await {
+                        Ok(replies) => {
+                            for r in &replies {
+                                out.push(r).await?;
+                            }
+                        }
+                        Err(e) => {
+                            let r = internal(e);
+                            for _ in 0..n {
+                                out.push(&r).await?;
+                            }
                         }
                     }
                 }
+                Step::Dump(cmd) => match peers.snapshot.send(DumpRequest(cmd)).await {
+                    Ok(r) => out.push(&r).await?,
+                    Err(e) => out.push(&block_error(internal(e))).await?,
+                },
+                Step::Info => {
+                    listener.do_send(CommandsProcessed {
+                        count: std::mem::take(&mut uncounted),
+                    });
+                    out.push(&info(&peers, &listener).await).await?;
+                }
             }
-            Step::Dump(cmd) => match peers.snapshot.send(DumpRequest(cmd)).await {
-                Ok(r) => out.push(&r).await?,
-                Err(e) => out.push(&block_error(internal(e))).await?,
-            },
-            Step::Info => out.push(&info(&peers, &listener).await).await?,
         }
+        std::io::Result::Ok(())
     }
+    .await;
+    // Also when the client is gone: its commands were carried out.
+    if uncounted > 0 {
+        listener.do_send(CommandsProcessed { count: uncounted });
+    }
+    answered?;
     out.flush().await?;
     Ok(close)
 }
@@ -440,9 +459,6 @@ impl StreamHandler<Result<Vec<Line>, std::io::Error>> for ConnectionActor {
         if steps.is_empty() {
             return;
         }
-        self.listener.do_send(CommandsProcessed {
-            count: steps.len() as u64,
-        });
         let Some(mut writer) = self.writer.take() else {
             ctx.stop();
             return;

@@ -258,3 +258,38 @@ fn malformed_input_never_hurts_the_server() {
     }
     assert_eq!(other.cmd("PING"), "OK PONG");
 }
+
+/// `total_commands_processed` counts commands as they are answered: an INFO
+/// pipelined in a batch counts those before it and itself, not those after.
+#[test]
+fn info_in_a_pipeline_counts_the_commands_answered_before_it() {
+    let server = TestServer::spawn();
+    let mut c = server.client();
+    c.send_raw(b"PING\r\nINFO\r\nPING\r\nPING\r\nINFO\r\nPING\r\n");
+    let mut counts = Vec::new();
+    for shape in [
+        Shape::Line,
+        Shape::Block,
+        Shape::Line,
+        Shape::Line,
+        Shape::Block,
+        Shape::Line,
+    ] {
+        let reply = c.read_response(shape);
+        if shape == Shape::Block {
+            let n = reply
+                .iter()
+                .find_map(|l| l.strip_prefix("total_commands_processed: "))
+                .expect("total_commands_processed")
+                .parse::<u64>()
+                .expect("a number");
+            counts.push(n);
+        }
+    }
+    assert_eq!(counts[1] - counts[0], 3, "{counts:?}");
+    let later = c.cmd("INFO");
+    assert!(
+        later.contains(&format!("total_commands_processed: {}", counts[1] + 2)),
+        "{later}"
+    );
+}
