@@ -3,7 +3,8 @@
 //!
 //! Rows live in a `CowVec<Option<Arc<Row>>>` indexed by item number: after a
 //! freeze, touching one pair copies one chunk of 1024 row pointers per side plus
-//! the two rows, never the whole index. Invariant: `co[a][b]` and `co[b][a]` are
+//! the two rows (of a row over one page, 2,048 slots, only the page written:
+//! see `Table`), never the whole index. Invariant: `co[a][b]` and `co[b][a]` are
 //! always updated with the same operations in the same order, so they are
 //! bit-identical and `entries` (directed) is always twice the unordered pairs.
 
@@ -30,16 +31,164 @@ const FREE: Slot = Slot {
 /// Smallest table: 4 slots (half a cache line).
 const MIN_SLOTS: usize = 4;
 
+/// log2 of the slots in a page of an overlay: 2,048 slots, 16 KiB. The
+/// tests use 16-slot pages, so most of their rows get overlays.
+#[cfg(not(test))]
+const PAGE_BITS: u32 = 11;
+#[cfg(test)]
+const PAGE_BITS: u32 = 4;
+const PAGE: usize = 1 << PAGE_BITS;
+const PAGE_MASK: usize = PAGE - 1;
+type Page = [Slot; PAGE];
+
+/// A row's slots: normally one array. A row of more than `PAGE` slots that a
+/// frozen image (a SAVE in progress) shares is not copied whole on its first
+/// write: it becomes an overlay over the image's row, and each page of
+/// `PAGE` slots is copied on its own first write. So an EVENT during a SAVE
+/// copies at most a page per row it writes, not whole rows of up to 2 MiB
+/// (each copy into fresh memory), while the ingest path outside a save reads
+/// one flat array as before. Once the image is gone, the next write folds
+/// the overlay back into one array (the base's, with the copied pages put
+/// back), and decay does too.
+#[derive(Debug)]
+enum Table {
+    Flat(Box<[Slot]>),
+    Overlay(Box<Overlay>),
+}
+
+/// The pages of a row written since a freeze, over the frozen row.
+#[derive(Debug)]
+struct Overlay {
+    /// The row as frozen; its table is flat, of `pages.len() * PAGE` slots.
+    base: Arc<Row>,
+    /// Page `k`: `None` while slots `k * PAGE ..` are still the base's.
+    pages: Box<[Option<Box<Page>>]>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::Flat(Box::default())
+    }
+}
+
+/// A copy is always flat: an overlay is copied by reading it whole (only when
+/// an image shares a row that is itself an overlay).
+impl Clone for Table {
+    fn clone(&self) -> Self {
+        match self {
+            Table::Flat(s) => Table::Flat(s.clone()),
+            Table::Overlay(_) => Table::Flat(self.parts().flatten().copied().collect()),
+        }
+    }
+}
+
+impl Overlay {
+    fn base(&self) -> &[Slot] {
+        match &self.base.slots {
+            Table::Flat(s) => s,
+            Table::Overlay(_) => &[],
+        }
+    }
+
+    /// Page `k` as it reads now.
+    fn page(&self, k: usize) -> Option<&[Slot]> {
+        match self.pages.get(k)? {
+            Some(p) => Some(&p[..]),
+            None => self.base().get(k * PAGE..(k + 1) * PAGE),
+        }
+    }
+
+    /// Page `k` for writing, copied from the base on its first write.
+    fn page_mut(&mut self, k: usize) -> Option<&mut Page> {
+        let base = match &self.base.slots {
+            Table::Flat(s) => s,
+            Table::Overlay(_) => return None,
+        };
+        let page = self.pages.get_mut(k)?;
+        if page.is_none() {
+            let from = base.get(k * PAGE..(k + 1) * PAGE)?;
+            let mut copy = Box::new([FREE; PAGE]);
+            copy.copy_from_slice(from);
+            *page = Some(copy);
+        }
+        page.as_deref_mut()
+    }
+}
+
+impl Table {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Table::Flat(s) => s.len(),
+            Table::Overlay(o) => o.pages.len() * PAGE,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<&Slot> {
+        match self {
+            Table::Flat(s) => s.get(i),
+            Table::Overlay(o) => o.page(i >> PAGE_BITS)?.get(i & PAGE_MASK),
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        match self {
+            Table::Flat(s) => s.get_mut(i),
+            Table::Overlay(o) => o.page_mut(i >> PAGE_BITS).map(|p| &mut p[i & PAGE_MASK]),
+        }
+    }
+
+    /// The slots in order, as contiguous runs.
+    fn parts(&self) -> impl Iterator<Item = &[Slot]> + '_ {
+        let (flat, overlay): (&[Slot], Option<&Overlay>) = match self {
+            Table::Flat(s) => (s, None),
+            Table::Overlay(o) => (&[], Some(o)),
+        };
+        let pages = overlay.map_or(0, |o| o.pages.len());
+        std::iter::once(flat)
+            .filter(|s| !s.is_empty())
+            .chain((0..pages).filter_map(move |k| overlay.and_then(|o| o.page(k))))
+    }
+
+    /// Makes the table flat again: folds an overlay whose base no image
+    /// shares any more into the base's array, or (when `always`) copies it.
+    fn flatten(&mut self, always: bool) {
+        let Table::Overlay(o) = self else { return };
+        if let Some(base) = Arc::get_mut(&mut o.base) {
+            let mut slots = std::mem::take(&mut base.slots);
+            if let Table::Flat(array) = &mut slots {
+                for (k, page) in o.pages.iter().enumerate() {
+                    if let (Some(page), Some(to)) = (page, array.get_mut(k * PAGE..(k + 1) * PAGE)) {
+                        to.copy_from_slice(&page[..]);
+                    }
+                }
+                *self = slots;
+                return;
+            }
+            base.slots = slots;
+        }
+        if always {
+            *self = self.clone();
+        }
+    }
+}
+
 /// One item's neighbours: other item number -> score, and the largest score.
 ///
 /// An open-addressing table of 8-byte slots with linear probing, at most 3/4
 /// full: a lookup usually reads one cache line, whose address is known from
 /// the row header alone (so the ingest path can prefetch it), and a SIM reads
-/// the row as one contiguous array. Scores are only removed by decay, which
+/// the row as one contiguous array (as a few, while a save shares it). Scores are only removed by decay, which
 /// rebuilds the rows it shrinks, so there are no tombstones.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Row {
-    slots: Box<[Slot]>,
+    slots: Table,
     len: usize,
     /// The largest score (0 when empty), kept exact by every write, so a SIM
     /// reads the row once instead of once for the maximum and once to rank.
@@ -84,14 +233,37 @@ impl Row {
     /// `BLOCK` slots at a time, so which slots are free costs a bit mask per
     /// block instead of a hard-to-predict branch per slot.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.slots.chunks(BLOCK).flat_map(|block| {
-            let mut used = occupied(block);
-            std::iter::from_fn(move || {
-                let i = used.trailing_zeros() as usize;
-                used &= used.checked_sub(1)?;
-                block.get(i).map(|s| (s.key, s.score))
+        self.slots
+            .parts()
+            .flat_map(|p| p.chunks(BLOCK))
+            .flat_map(|block| {
+                let mut used = occupied(block);
+                std::iter::from_fn(move || {
+                    let i = used.trailing_zeros() as usize;
+                    used &= used.checked_sub(1)?;
+                    block.get(i).map(|s| (s.key, s.score))
+                })
             })
-        })
+    }
+
+    /// Calls `f(neighbour, score)` for every entry, in table order (the
+    /// order of `iter`); for a flat row one loop over one array.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u32, f32)) {
+        let mut visit = |part: &[Slot]| {
+            for block in part.chunks(BLOCK) {
+                let mut used = occupied(block);
+                while used != 0 {
+                    if let Some(s) = block.get(used.trailing_zeros() as usize) {
+                        f(s.key, s.score);
+                    }
+                    used &= used - 1;
+                }
+            }
+        };
+        match &self.slots {
+            Table::Flat(s) => visit(s),
+            Table::Overlay(_) => self.slots.parts().for_each(visit),
+        }
     }
 
     /// Calls `f(state, neighbour, score)` for the entries of every block of
@@ -107,16 +279,23 @@ impl Row {
         floor: impl Fn(&S) -> f32,
         mut f: impl FnMut(&mut S, u32, f32),
     ) {
-        for block in self.slots.chunks(BLOCK) {
-            let t = floor(state);
-            let hit = block
-                .iter()
-                .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
-            if hit {
-                for s in block.iter().filter(|s| s.key != EMPTY) {
-                    f(state, s.key, s.score);
+        let mut scan_part = |part: &[Slot]| {
+            for block in part.chunks(BLOCK) {
+                let t = floor(state);
+                let hit = block
+                    .iter()
+                    .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
+                if hit {
+                    for s in block.iter().filter(|s| s.key != EMPTY) {
+                        f(state, s.key, s.score);
+                    }
                 }
             }
+        };
+        // A flat row (always, outside a save) is one loop over one array.
+        match &self.slots {
+            Table::Flat(s) => scan_part(s),
+            Table::Overlay(_) => self.slots.parts().for_each(scan_part),
         }
     }
 
@@ -174,12 +353,28 @@ impl Row {
     /// Rehashes every entry into a table of `n` slots (a power of two that
     /// holds them at load ≤ 3/4).
     fn resize(&mut self, n: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![FREE; n].into_boxed_slice());
-        for s in old.iter().filter(|s| s.key != EMPTY) {
+        let old = std::mem::replace(&mut self.slots, Table::Flat(vec![FREE; n].into_boxed_slice()));
+        for s in old.parts().flatten().filter(|s| s.key != EMPTY) {
             let i = self.probe(s.key);
             if let Some(slot) = self.slots.get_mut(i) {
                 *slot = *s;
             }
+        }
+    }
+
+    /// A row that reads as `shared` and copies its pages from it as they are
+    /// written, if `shared` is a flat table of more than one page.
+    fn overlay_of(shared: &Arc<Row>) -> Option<Row> {
+        match &shared.slots {
+            Table::Flat(s) if s.len() > PAGE => Some(Row {
+                slots: Table::Overlay(Box::new(Overlay {
+                    base: Arc::clone(shared),
+                    pages: (0..s.len() / PAGE).map(|_| None).collect(),
+                })),
+                len: shared.len,
+                max: shared.max,
+            }),
+            _ => None,
         }
     }
 
@@ -254,7 +449,11 @@ impl Row {
     /// rebuilds the table if any were dropped.
     fn decay(&mut self, alpha: f32) {
         let mut dropped = false;
-        for s in self.slots.iter_mut().filter(|s| s.key != EMPTY) {
+        self.slots.flatten(true);
+        let Table::Flat(slots) = &mut self.slots else {
+            return;
+        };
+        for s in slots.iter_mut().filter(|s| s.key != EMPTY) {
             s.score *= alpha;
             if s.score < DECAY_FLOOR {
                 // Freed in place: that breaks probe runs, so the table is
@@ -266,7 +465,7 @@ impl Row {
         }
         if dropped {
             if self.len == 0 {
-                self.slots = Box::default();
+                self.slots = Table::default();
             } else {
                 self.resize(slots_for(self.len));
             }
@@ -404,7 +603,17 @@ impl CoIndex {
             self.rows.push(None);
         }
         let slot = self.rows.get_mut(at).expect("rows were just extended");
-        Arc::make_mut(slot.get_or_insert_with(Default::default))
+        let row = slot.get_or_insert_with(Default::default);
+        if Arc::strong_count(row) > 1 {
+            // Shared with an image: a large flat row gets an overlay
+            // instead of a copy; anything else is copied (flat).
+            if let Some(overlay) = Row::overlay_of(row) {
+                *row = Arc::new(overlay);
+            }
+        }
+        let row = Arc::make_mut(row);
+        row.slots.flatten(false);
+        row
     }
 
     /// Unordered pairs.
@@ -558,6 +767,135 @@ mod tests {
         assert_eq!(score(&co, 0, 1), Some(2.0));
     }
 
+    /// A large row shared with an image: its first write copies one page
+    /// into an overlay, not the row; the image keeps every old score; once
+    /// the image is gone the next write folds the overlay back into one
+    /// array, and a decay flattens an overlay whose base is still shared.
+    #[test]
+    fn a_write_to_a_frozen_large_row_copies_one_page() {
+        let mut co = CoIndex::new();
+        let partners: Vec<(u32, f32)> = (1..=300).map(|b| (b, 1.0)).collect();
+        co.add_all(0, &partners);
+        let frozen = co.rows().clone();
+        let old = |item: usize| frozen.get(item).and_then(|r| r.as_deref()).expect("row");
+        let copied = |co: &CoIndex| match &co.row(0).expect("row 0").slots {
+            Table::Overlay(o) => Some(o.pages.iter().filter(|p| p.is_some()).count()),
+            Table::Flat(_) => None,
+        };
+        co.add(0, 7, 2.0);
+        assert_eq!(copied(&co), Some(1), "one page copied");
+        co.add(0, 7, 1.0);
+        assert_eq!(copied(&co), Some(1), "the same page again: no copy");
+        assert_eq!(old(0).get(&7), Some(&1.0));
+        assert_eq!(score(&co, 0, 7), Some(4.0));
+        for b in 1..=300 {
+            assert_eq!(old(0).get(&b), Some(&1.0), "frozen {b}");
+            assert_eq!(score(&co, 0, b), Some(if b == 7 { 4.0 } else { 1.0 }), "live {b}");
+        }
+        drop(frozen);
+        co.add(0, 8, 1.0);
+        assert_eq!(copied(&co), None, "folded back after the image went");
+        assert_eq!(score(&co, 0, 7), Some(4.0));
+        assert_eq!(score(&co, 0, 8), Some(2.0));
+        assert_eq!(co.row(0).expect("row 0").len(), 300);
+
+        let frozen = co.rows().clone();
+        co.add(0, 9, 1.0);
+        assert_eq!(copied(&co), Some(1));
+        co.decay(0.5);
+        assert_eq!(copied(&co), None, "decay works on a flat copy");
+        let old = frozen.get(0).and_then(|r| r.as_deref()).expect("row");
+        assert_eq!(old.get(&9), Some(&1.0));
+        assert_eq!(score(&co, 0, 9), Some(1.0));
+        assert_eq!(score(&co, 0, 7), Some(2.0));
+    }
+
+    /// Images taken between writes (and dropped in between) keep exactly
+    /// what the rows held when they were taken, through overlays, folds,
+    /// growth, loads and decays, and the live rows follow every write.
+    #[test]
+    fn images_keep_their_rows_through_any_later_writes() {
+        use std::collections::BTreeMap;
+        type Model = BTreeMap<(u32, u32), f32>;
+        fn read(rows: &CowVec<Option<Arc<Row>>>) -> Model {
+            (0..12u32)
+                .flat_map(|a| {
+                    rows.get(a as usize)
+                        .and_then(|r| r.as_deref())
+                        .into_iter()
+                        .flat_map(move |r| {
+                            let mut each = Vec::new();
+                            r.for_each(|b, s| each.push((b, s)));
+                            assert!(r.iter().eq(each.iter().copied()), "for_each and iter of row {a}");
+                            r.iter().map(move |(b, s)| ((a, b), s))
+                        })
+                })
+                .collect()
+        }
+        let mut co = CoIndex::new();
+        let mut model = Model::new();
+        let mut images: Vec<(CowVec<Option<Arc<Row>>>, Model)> = Vec::new();
+        let mut x: u64 = 99;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % m
+        };
+        let mut overlays = 0;
+        for step in 0..3_000 {
+            match next(20) {
+                0 => images.push((co.rows().clone(), read(co.rows()))),
+                1 if !images.is_empty() => {
+                    let i = next(images.len() as u64) as usize;
+                    images.remove(i);
+                }
+                2 if step % 7 == 0 => {
+                    co.decay(0.9);
+                    model.values_mut().for_each(|v| *v *= 0.9);
+                    model.retain(|_, v| *v >= DECAY_FLOOR);
+                }
+                3 => {
+                    let a = next(12) as u32;
+                    let part: Vec<(u32, f32)> = (0..next(40)).map(|k| (100 + k as u32 * 3, 2.0)).collect();
+                    co.fill_row(a, [&part, &[]]);
+                    for &(b, v) in &part {
+                        model.insert((a, b), v);
+                    }
+                }
+                _ => {
+                    let a = next(12) as u32;
+                    let partners: Vec<(u32, f32)> = (0..next(50))
+                        .map(|_| (next(12) as u32 + next(3) as u32 * 40, 1.0 + next(9) as f32))
+                        .collect();
+                    co.add_all(a, &partners);
+                    for &(b, p) in &partners {
+                        if b != a {
+                            *model.entry((a, b)).or_insert(0.0) += p;
+                            if b < 12 {
+                                *model.entry((b, a)).or_insert(0.0) += p;
+                            }
+                        }
+                    }
+                }
+            }
+            overlays += (0..12)
+                .filter(|&a| matches!(co.row(a).map(|r| &r.slots), Some(Table::Overlay(_))))
+                .count();
+            if step % 50 == 0 {
+                assert_eq!(read(co.rows()), model, "live rows at step {step}");
+                for (k, (rows, want)) in images.iter().enumerate() {
+                    assert_eq!(&read(rows), want, "image {k} at step {step}");
+                }
+            }
+        }
+        for (k, (rows, want)) in images.iter().enumerate() {
+            assert_eq!(&read(rows), want, "image {k} at the end");
+        }
+        assert!(model.len() > 200, "rows grew past a page");
+        assert!(overlays > 100, "overlays were made: {overlays}");
+    }
+
     /// The row table against a `BTreeMap` model through inserts, updates
     /// (also lowering ones), growth, loads and decays that drop entries.
     #[test]
@@ -575,6 +913,9 @@ mod tests {
         let check = |row: &Row, model: &BTreeMap<u32, f32>, when: u64| {
             assert_eq!(row.len(), model.len(), "len at {when}");
             let mut got: Vec<(u32, f32)> = row.iter().collect();
+            let mut each = Vec::new();
+            row.for_each(|b, s| each.push((b, s)));
+            assert_eq!(each, got, "for_each and iter at {when}");
             got.sort_by_key(|&(b, _)| b);
             let want: Vec<(u32, f32)> = model.iter().map(|(&b, &s)| (b, s)).collect();
             assert_eq!(got, want, "entries at {when}");

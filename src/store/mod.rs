@@ -653,13 +653,13 @@ impl<'a> SortedPairs<'a> {
             keys.clear();
             keys.resize(row.len(), 0);
             let mut n = 0;
-            for (b, s) in row.iter() {
+            row.for_each(|b, s| {
                 let rb = rank_of(b);
                 if let Some(k) = keys.get_mut(n) {
                     *k = u64::from(rb) << 32 | u64::from(s.to_bits());
                 }
                 n += usize::from(rb > ra);
-            }
+            });
             keys.truncate(n);
             if keys.is_empty() {
                 continue;
