@@ -658,6 +658,17 @@ impl CoIndex {
 mod tests {
     use super::*;
 
+    /// A seeded stream of numbers below `m` (a linear congruential generator).
+    fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |m| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (x >> 33) % m
+        }
+    }
+
     fn score(co: &CoIndex, a: u32, b: u32) -> Option<f32> {
         co.row(a).and_then(|r| r.get(&b).copied())
     }
@@ -835,13 +846,7 @@ mod tests {
         let mut co = CoIndex::new();
         let mut model = Model::new();
         let mut images: Vec<(CowVec<Option<Arc<Row>>>, Model)> = Vec::new();
-        let mut x: u64 = 99;
-        let mut next = |m: u64| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (x >> 33) % m
-        };
+        let mut next = numbers(99);
         let mut overlays = 0;
         for step in 0..3_000 {
             match next(20) {
@@ -903,13 +908,7 @@ mod tests {
         use std::collections::BTreeMap;
         let mut row = Row::default();
         let mut model: BTreeMap<u32, f32> = BTreeMap::new();
-        let mut x: u64 = 7;
-        let mut next = |m: u64| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (x >> 33) % m
-        };
+        let mut next = numbers(7);
         let check = |row: &Row, model: &BTreeMap<u32, f32>, when: u64| {
             assert_eq!(row.len(), model.len(), "len at {when}");
             let mut got: Vec<(u32, f32)> = row.iter().collect();
