@@ -83,8 +83,9 @@ impl Clone for Table {
 }
 
 impl Overlay {
-    fn base(&self) -> &[Slot] {
-        match &self.base.slots {
+    /// The base's array (never an overlay itself: see `overlay_of`).
+    fn base(base: &Row) -> &[Slot] {
+        match &base.slots {
             Table::Flat(s) => s,
             Table::Overlay(_) => &[],
         }
@@ -94,19 +95,15 @@ impl Overlay {
     fn page(&self, k: usize) -> Option<&[Slot]> {
         match self.pages.get(k)? {
             Some(p) => Some(&p[..]),
-            None => self.base().get(k * PAGE..(k + 1) * PAGE),
+            None => Overlay::base(&self.base).get(k * PAGE..(k + 1) * PAGE),
         }
     }
 
     /// Page `k` for writing, copied from the base on its first write.
     fn page_mut(&mut self, k: usize) -> Option<&mut Page> {
-        let base = match &self.base.slots {
-            Table::Flat(s) => s,
-            Table::Overlay(_) => return None,
-        };
         let page = self.pages.get_mut(k)?;
         if page.is_none() {
-            let from = base.get(k * PAGE..(k + 1) * PAGE)?;
+            let from = Overlay::base(&self.base).get(k * PAGE..(k + 1) * PAGE)?;
             let mut copy = Box::new([FREE; PAGE]);
             copy.copy_from_slice(from);
             *page = Some(copy);
@@ -154,6 +151,15 @@ impl Table {
         std::iter::once(flat)
             .filter(|s| !s.is_empty())
             .chain((0..pages).filter_map(move |k| overlay.and_then(|o| o.page(k))))
+    }
+
+    /// Calls `f` on each contiguous run of slots, in order: a flat table
+    /// (always, outside a save) is one call on one array.
+    fn for_each_part(&self, f: impl FnMut(&[Slot])) {
+        match self {
+            Table::Flat(s) => std::iter::once(&s[..]).for_each(f),
+            Table::Overlay(_) => self.parts().for_each(f),
+        }
     }
 
     /// Makes the table flat again: folds an overlay whose base no image
@@ -247,9 +253,9 @@ impl Row {
     }
 
     /// Calls `f(neighbour, score)` for every entry, in table order (the
-    /// order of `iter`); for a flat row one loop over one array.
+    /// order of `iter`), without `iter`'s layers of adaptors.
     pub(crate) fn for_each(&self, mut f: impl FnMut(u32, f32)) {
-        let mut visit = |part: &[Slot]| {
+        self.slots.for_each_part(|part| {
             for block in part.chunks(BLOCK) {
                 let mut used = occupied(block);
                 while used != 0 {
@@ -259,11 +265,7 @@ impl Row {
                     used &= used - 1;
                 }
             }
-        };
-        match &self.slots {
-            Table::Flat(s) => visit(s),
-            Table::Overlay(_) => self.slots.parts().for_each(visit),
-        }
+        });
     }
 
     /// Calls `f(state, neighbour, score)` for the entries of every block of
@@ -279,7 +281,7 @@ impl Row {
         floor: impl Fn(&S) -> f32,
         mut f: impl FnMut(&mut S, u32, f32),
     ) {
-        let mut scan_part = |part: &[Slot]| {
+        self.slots.for_each_part(|part| {
             for block in part.chunks(BLOCK) {
                 let t = floor(state);
                 let hit = block
@@ -291,12 +293,7 @@ impl Row {
                     }
                 }
             }
-        };
-        // A flat row (always, outside a save) is one loop over one array.
-        match &self.slots {
-            Table::Flat(s) => scan_part(s),
-            Table::Overlay(_) => self.slots.parts().for_each(scan_part),
-        }
+        });
     }
 
     pub(crate) fn len(&self) -> usize {
