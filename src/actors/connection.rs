@@ -33,7 +33,7 @@ use super::{Peers, Shutdown};
 use crate::protocol::codec::{Line, LineCodec};
 use crate::protocol::command::{Command, DumpCommand};
 use crate::protocol::response::BlockHead;
-use crate::protocol::{expected_shape, parse_line, ParseError, Response, Shape};
+use crate::protocol::{expected_shape, parse_line, ParseError, Response};
 
 /// Rendered output beyond this is written out before the batch goes on.
 pub const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
@@ -116,11 +116,7 @@ impl ConnectionActor {
             let text = match line {
                 Line::Text(t) => t,
                 Line::InvalidUtf8 { shape } => {
-                    let err = Response::Error("Invalid UTF-8 in request".into());
-                    steps.push(Step::Reply(match shape {
-                        Shape::Block => block_error(err),
-                        _ => err,
-                    }));
+                    steps.push(Step::Reply(Response::error_in(shape, "Invalid UTF-8 in request")));
                     continue;
                 }
                 Line::TooLarge { limit } => {
@@ -134,11 +130,8 @@ impl ConnectionActor {
             // NUL bytes are refused, except in DUMP paths, which SPEC 4.2
             // answers with `Invalid path`.
             if text.contains('\0') && !matches!(parsed, Some(Ok(Command::Dump(_)))) {
-                let err = Response::Error("NUL byte in request".into());
-                steps.push(Step::Reply(match expected_shape(&text) {
-                    Shape::Block => block_error(err),
-                    _ => err,
-                }));
+                let err = Response::error_in(expected_shape(&text), "NUL byte in request");
+                steps.push(Step::Reply(err));
                 continue;
             }
             let cmd = match parsed {
@@ -154,11 +147,8 @@ impl ConnectionActor {
                 Some(Ok(c)) => c,
             };
             if cmd.needs_auth() && need_auth && !self.authenticated {
-                let err = Response::Error("NOAUTH Authentication required".into());
-                steps.push(Step::Reply(match cmd {
-                    Command::Dump(_) => block_error(err),
-                    _ => err,
-                }));
+                let err = Response::error_in(expected_shape(&text), "NOAUTH Authentication required");
+                steps.push(Step::Reply(err));
                 continue;
             }
             steps.push(match cmd {

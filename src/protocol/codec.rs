@@ -38,10 +38,15 @@ pub enum Line {
 }
 
 /// `Line::InvalidUtf8` for `bytes`, with the shape of the reply to its
-/// command word (read with the invalid bytes replaced).
+/// command word (its first token, read with invalid bytes replaced; only
+/// that token is decoded, however long the line).
 fn invalid_utf8(bytes: &[u8]) -> Line {
+    let word = bytes
+        .split(|&b| b == b' ' || b == b'\t')
+        .find(|w| !w.is_empty())
+        .unwrap_or_default();
     Line::InvalidUtf8 {
-        shape: expected_shape(&String::from_utf8_lossy(bytes)),
+        shape: expected_shape(&String::from_utf8_lossy(word)),
     }
 }
 
@@ -229,6 +234,15 @@ mod tests {
                 text("PING"),
                 Line::InvalidUtf8 { shape: Shape::Line },
                 text("INFO")
+            ])
+        );
+        // The shape follows the first token, after any spaces or tabs.
+        let mut src = buf(b" \tdump VERIFY \xff.nvec\n\xff\n");
+        assert_eq!(
+            codec.decode(&mut src).unwrap(),
+            Some(vec![
+                Line::InvalidUtf8 { shape: Shape::Block },
+                Line::InvalidUtf8 { shape: Shape::Line }
             ])
         );
     }

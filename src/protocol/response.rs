@@ -105,7 +105,14 @@ impl Response {
     /// INFO, CONFIG and DUMP, an `(error)` line otherwise. Apply
     /// [`ParseError::with_max_top_k`] first.
     pub fn parse_error(request_line: &str, err: &ParseError) -> Response {
-        match expected_shape(request_line) {
+        Response::error_in(expected_shape(request_line), err)
+    }
+
+    /// `err` in the reply shape `shape`: a field-less error block for a block
+    /// command, an `(error)` line otherwise (SPEC 2: errors of block commands
+    /// are blocks).
+    pub fn error_in(shape: Shape, err: impl Display) -> Response {
+        match shape {
             Shape::Block => Response::block_error(err, Vec::new()),
             Shape::Line | Shape::Results => Response::error(err),
         }
