@@ -270,14 +270,21 @@ impl SnapshotActor {
         }
         let path = self.dir.root().join(user_path);
         self.begin_job(operation, &path);
-        self.end_job(&path, Some(e.to_string()));
         if operation == "save" {
-            self.last_save = Some(LastSave {
-                path: path.display().to_string(),
-                time: Utc::now(),
-                ok: false,
-            });
+            self.end_save(&path, Some(e.to_string()));
+        } else {
+            self.end_job(&path, Some(e.to_string()));
         }
+    }
+
+    /// `end_job` for a save, which is also INFO's last save.
+    fn end_save(&mut self, path: &Path, error: Option<String>) {
+        self.last_save = Some(LastSave {
+            path: path.display().to_string(),
+            time: Utc::now(),
+            ok: error.is_none(),
+        });
+        self.end_job(path, error);
     }
 
     /// Chooses the file a save writes, and whether it must not replace one.
@@ -472,8 +479,7 @@ impl Handler<SaveSnapshot> for SnapshotActor {
                 Ok(r) => tracing::info!(path = %r.path.display(), bytes = r.bytes, elapsed_ms, "snapshot saved"),
                 Err(e) => tracing::error!(path = %path.display(), error = %e, elapsed_ms, "snapshot save failed"),
             }
-            act.end_job(&path, res.as_ref().err().map(|e| e.to_string()));
-            act.last_save = Some(LastSave { path: path.display().to_string(), time: Utc::now(), ok: res.is_ok() });
+            act.end_save(&path, res.as_ref().err().map(|e| e.to_string()));
             res
         }))
     }
