@@ -105,13 +105,68 @@ fn event_usage(kind: EventKind) -> &'static str {
 pub fn parse_line(line: &str) -> Option<Result<Command, ParseError>> {
     let mut tokens = tokenize(line);
     let word = tokens.next()?;
-    let args: Vec<&str> = tokens.collect();
+    if is(word, "VECSET") {
+        return Some(parse_vecset(tokens));
+    }
+    // Room for every token at once (a token and its separator take at least
+    // two bytes), up to 1024, instead of growing by doubling: a SIMV carries
+    // a whole vector.
+    let mut args: Vec<&str> = Vec::with_capacity((line.len() / 2).min(1024));
+    args.extend(tokens);
     Some(parse_command(word, &args))
 }
 
 /// Splits on runs of spaces and tabs; no quoting.
-pub(crate) fn tokenize(line: &str) -> impl Iterator<Item = &str> {
-    line.split([' ', '\t']).filter(|t| !t.is_empty())
+pub(crate) fn tokenize(line: &str) -> Tokens<'_> {
+    Tokens { line, at: 0 }
+}
+
+/// The tokens of a line. It looks at bytes, not chars: both separators are
+/// ASCII, so every token starts and ends on a char boundary.
+pub(crate) struct Tokens<'a> {
+    line: &'a str,
+    at: usize,
+}
+
+fn is_separator(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (start, token) = self.skip_separators()?;
+        let len = token.iter().position(|&b| is_separator(b)).unwrap_or(token.len());
+        self.at = start + len;
+        self.line.get(start..start + len)
+    }
+}
+
+impl Tokens<'_> {
+    /// The next token as a finite `f32` (`Some(None)` when it is not one).
+    /// A plain decimal is read in the same pass that finds the token's end;
+    /// anything else goes to `parse_finite`.
+    fn next_finite(&mut self) -> Option<Option<f32>> {
+        let (start, token) = self.skip_separators()?;
+        let (value, len) = scan_plain(token);
+        self.at = start + len;
+        Some(value.or_else(|| self.line.get(start..start + len).and_then(parse_finite)))
+    }
+
+    /// Moves to the next token: its offset, and the bytes from there to the
+    /// end of the line. `None` at the end.
+    fn skip_separators(&mut self) -> Option<(usize, &[u8])> {
+        let bytes = self.line.as_bytes();
+        let start = self.at + bytes.get(self.at..)?.iter().position(|&b| !is_separator(b))?;
+        self.at = start;
+        Some((start, bytes.get(start..)?))
+    }
+
+    /// Bytes not read yet.
+    fn rest_len(&self) -> usize {
+        self.line.len().saturating_sub(self.at)
+    }
 }
 
 fn is(word: &str, keyword: &str) -> bool {
@@ -136,14 +191,6 @@ fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
         parse_config(args)
     } else if is(word, "EVENT") {
         parse_event(args).map(Command::Event)
-    } else if is(word, "VECSET") {
-        match args {
-            [id, values @ ..] if !values.is_empty() => Ok(Command::VecSet {
-                id: (*id).to_owned(),
-                values: parse_values(values)?,
-            }),
-            _ => Err(ParseError::InvalidArgumentCount),
-        }
     } else if is(word, "VECDEL") {
         match args {
             [id] => Ok(Command::VecDel { id: (*id).to_owned() }),
@@ -158,6 +205,24 @@ fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
     } else {
         Err(ParseError::UnknownCommand(word.to_owned()))
     }
+}
+
+/// `VECSET <id> <f1> ... <fN>`: the bulk command, so its values are read
+/// straight from the line, without a list of tokens.
+fn parse_vecset(mut tokens: Tokens<'_>) -> Result<Command, ParseError> {
+    let id = tokens.next().ok_or(ParseError::InvalidArgumentCount)?;
+    // a value and its separator take at least two bytes
+    let mut values = Vec::with_capacity((tokens.rest_len() / 2).min(4096));
+    while let Some(value) = tokens.next_finite() {
+        values.push(value.ok_or(ParseError::InvalidVectorFormat)?);
+    }
+    if values.is_empty() {
+        return Err(ParseError::InvalidArgumentCount);
+    }
+    Ok(Command::VecSet {
+        id: id.to_owned(),
+        values,
+    })
 }
 
 fn no_args(args: &[&str], command: Command) -> Result<Command, ParseError> {
@@ -254,43 +319,61 @@ const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 
 /// fast path). Anything else (exponents, more digits, `inf`, `nan`) is `None`
 /// and goes to the general parser.
 pub(crate) fn fast_f32(s: &str) -> Option<f32> {
-    let b = s.as_bytes();
-    let (neg, digits) = match b.first()? {
-        b'-' => (true, b.get(1..)?),
-        b'+' => (false, b.get(1..)?),
-        _ => (false, b),
+    match scan_plain(s.as_bytes()) {
+        (value, len) if len == s.len() => value,
+        _ => None,
+    }
+}
+
+/// Reads the token at the start of `b` (up to a space, a tab or the end):
+/// its value when it is a decimal `fast_f32` takes, and its length.
+fn scan_plain(b: &[u8]) -> (Option<f32>, usize) {
+    let (neg, mut i) = match b.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
     };
-    let mut m: u32 = 0;
-    let mut seen_digit = false;
-    let mut frac: Option<usize> = None;
-    for &c in digits {
-        match c {
-            b'0'..=b'9' => {
-                m = m.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
-                if m >= 1 << 24 {
-                    return None;
-                }
-                seen_digit = true;
-                if let Some(f) = frac.as_mut() {
-                    *f += 1;
-                }
-            }
-            b'.' if frac.is_none() => frac = Some(0),
-            _ => return None,
+    // At most 19 digits cannot overflow `m`; more (leading zeros) go to the
+    // general parser.
+    let mut m: u64 = 0;
+    let mut count = 0usize;
+    // digits before the point, once one is seen
+    let mut point: Option<usize> = None;
+    while let Some(&c) = b.get(i) {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 && count < 19 {
+            m = m * 10 + u64::from(d);
+            count += 1;
+        } else if c == b'.' && point.is_none() {
+            point = Some(count);
+        } else if is_separator(c) {
+            break;
+        } else {
+            let len = b
+                .iter()
+                .skip(i)
+                .position(|&c| is_separator(c))
+                .map_or(b.len(), |n| i + n);
+            return (None, len);
         }
+        i += 1;
     }
-    if !seen_digit {
-        return None;
+    if count == 0 || m >= 1 << 24 {
+        return (None, i);
     }
-    let v = m as f32 / *POW10_F32.get(frac.unwrap_or(0))?;
-    Some(if neg { -v } else { v })
+    let Some(&scale) = POW10_F32.get(point.map_or(0, |p| count - p)) else {
+        return (None, i);
+    };
+    let v = m as f32 / scale;
+    (Some(if neg { -v } else { v }), i)
 }
 
 fn parse_values(tokens: &[&str]) -> Result<Vec<f32>, ParseError> {
-    tokens
-        .iter()
-        .map(|t| parse_finite(t).ok_or(ParseError::InvalidVectorFormat))
-        .collect()
+    let mut values = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        values.push(parse_finite(t).ok_or(ParseError::InvalidVectorFormat)?);
+    }
+    Ok(values)
 }
 
 fn parse_mode(s: &str) -> Result<SimMode, ParseError> {
@@ -479,6 +562,82 @@ mod tests {
             "the fast path took only {fast} of {}",
             cases.len()
         );
+    }
+
+    /// VECSET reads its values straight from the line; what it returns must
+    /// be what splitting the line into tokens and parsing each one gives.
+    #[test]
+    fn vecset_values_read_from_the_line_equal_the_tokens_parsed_one_by_one() {
+        let pieces = [
+            "0",
+            "-0",
+            "+1.5",
+            "1.",
+            ".5",
+            "-.5",
+            "0.1234",
+            "-0.9999",
+            "16777216",
+            "1677721.5",
+            "00000000000000000001",
+            "1e5",
+            "-2E-3",
+            "inf",
+            "-inf",
+            "NaN",
+            "1e39",
+            "-",
+            "+",
+            ".",
+            "1.2.3",
+            "0x1",
+            "1,5",
+            "é",
+            "12345678901234567890123",
+            "3.4028235e38",
+            "0.00000000001",
+        ];
+        let seps = [" ", "  ", "\t", " \t "];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        };
+        for _ in 0..20_000 {
+            let mut line = String::from("VECSET");
+            if next() % 8 != 0 {
+                line.push_str(" item");
+            }
+            for _ in 0..next() % 6 {
+                line.push_str(seps[next() % seps.len()]);
+                line.push_str(pieces[next() % pieces.len()]);
+            }
+            if next() % 4 == 0 {
+                line.push_str(seps[next() % seps.len()]);
+            }
+            let tokens: Vec<&str> = tokenize(&line).collect();
+            let expected = match tokens.as_slice() {
+                [_, id, values @ ..] if !values.is_empty() => values
+                    .iter()
+                    .map(|t| parse_finite(t).ok_or(ParseError::InvalidVectorFormat))
+                    .collect::<Result<Vec<f32>, _>>()
+                    .map(|values| (id.to_string(), values)),
+                _ => Err(ParseError::InvalidArgumentCount),
+            };
+            let got = match parse_line(&line) {
+                Some(Ok(Command::VecSet { id, values })) => Ok((id, values)),
+                Some(Err(e)) => Err(e),
+                other => panic!("{line:?}: {other:?}"),
+            };
+            let bits = |r: &Result<(String, Vec<f32>), ParseError>| {
+                r.as_ref()
+                    .map(|(id, v)| (id.clone(), v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
+                    .map_err(|e| e.to_string())
+            };
+            assert_eq!(bits(&got), bits(&expected), "{line:?}");
+        }
     }
 
     fn ok(line: &str) -> Command {
