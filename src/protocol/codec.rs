@@ -13,6 +13,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::parse::is_separator;
 use super::response::{expected_shape, Shape};
 
 /// Default for [`LineCodec::max_batch`].
@@ -42,7 +43,7 @@ pub enum Line {
 /// that token is decoded, however long the line).
 fn invalid_utf8(bytes: &[u8]) -> Line {
     let word = bytes
-        .split(|&b| b == b' ' || b == b'\t')
+        .split(|&b| is_separator(b))
         .find(|w| !w.is_empty())
         .unwrap_or_default();
     Line::InvalidUtf8 {

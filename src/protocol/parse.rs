@@ -128,7 +128,8 @@ pub(crate) struct Tokens<'a> {
     at: usize,
 }
 
-fn is_separator(b: u8) -> bool {
+/// A byte that separates tokens: a space or a tab.
+pub(crate) fn is_separator(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
