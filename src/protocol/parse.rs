@@ -105,13 +105,15 @@ fn event_usage(kind: EventKind) -> &'static str {
 pub fn parse_line(line: &str) -> Option<Result<Command, ParseError>> {
     let mut tokens = tokenize(line);
     let word = tokens.next()?;
+    // The two commands that carry a vector read its values straight from
+    // the line; the others take a list of their few tokens.
     if is(word, "VECSET") {
         return Some(parse_vecset(tokens));
     }
-    // Room for every token at once (a token and its separator take at least
-    // two bytes), up to 1024, instead of growing by doubling: a SIMV carries
-    // a whole vector.
-    let mut args: Vec<&str> = Vec::with_capacity((line.len() / 2).min(1024));
+    if is(word, "SIMV") {
+        return Some(parse_simv(tokens).map(Command::SimV));
+    }
+    let mut args: Vec<&str> = Vec::with_capacity(8);
     args.extend(tokens);
     Some(parse_command(word, &args))
 }
@@ -123,6 +125,7 @@ pub(crate) fn tokenize(line: &str) -> Tokens<'_> {
 
 /// The tokens of a line. It looks at bytes, not chars: both separators are
 /// ASCII, so every token starts and ends on a char boundary.
+#[derive(Clone)]
 pub(crate) struct Tokens<'a> {
     line: &'a str,
     at: usize,
@@ -199,8 +202,6 @@ fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
         }
     } else if is(word, "SIM") {
         parse_sim(args).map(Command::Sim)
-    } else if is(word, "SIMV") {
-        parse_simv(args).map(Command::SimV)
     } else if is(word, "DUMP") {
         parse_dump(args).map(Command::Dump)
     } else {
@@ -212,11 +213,7 @@ fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
 /// straight from the line, without a list of tokens.
 fn parse_vecset(mut tokens: Tokens<'_>) -> Result<Command, ParseError> {
     let id = tokens.next().ok_or(ParseError::InvalidArgumentCount)?;
-    // a value and its separator take at least two bytes
-    let mut values = Vec::with_capacity((tokens.rest_len() / 2).min(4096));
-    while let Some(value) = tokens.next_finite() {
-        values.push(value.ok_or(ParseError::InvalidVectorFormat)?);
-    }
+    let values = read_values(tokens)?;
     if values.is_empty() {
         return Err(ParseError::InvalidArgumentCount);
     }
@@ -369,10 +366,14 @@ fn scan_plain(b: &[u8]) -> (Option<f32>, usize) {
     (Some(if neg { -v } else { v }), i)
 }
 
-fn parse_values(tokens: &[&str]) -> Result<Vec<f32>, ParseError> {
-    let mut values = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        values.push(parse_finite(t).ok_or(ParseError::InvalidVectorFormat)?);
+/// The rest of the line as a vector's values, each read in the pass that
+/// finds its token's end. No values is `Ok` (empty); the first token that is
+/// not a finite number is `InvalidVectorFormat`.
+fn read_values(mut tokens: Tokens<'_>) -> Result<Vec<f32>, ParseError> {
+    // a value and its separator take at least two bytes
+    let mut values = Vec::with_capacity((tokens.rest_len() / 2).min(4096));
+    while let Some(value) = tokens.next_finite() {
+        values.push(value.ok_or(ParseError::InvalidVectorFormat)?);
     }
     Ok(values)
 }
@@ -425,20 +426,18 @@ fn parse_sim(args: &[&str]) -> Result<SimArgs, ParseError> {
     })
 }
 
-/// `SIMV <top_k> [min_score=<f>] <f1> ... <fN>`.
-fn parse_simv(args: &[&str]) -> Result<SimVArgs, ParseError> {
-    let (top_k, rest) = match args {
-        [top_k, rest @ ..] => (*top_k, rest),
-        [] => return Err(ParseError::InvalidArgumentCount),
-    };
-    let (min_score, values) = match rest {
-        [first, values @ ..] => match min_score_option(first) {
-            Some(value) => (Some(value), values),
-            None => (None, rest),
-        },
-        [] => (None, rest),
-    };
-    if values.is_empty() {
+/// `SIMV <top_k> [min_score=<f>] <f1> ... <fN>`. A missing part is checked
+/// first, then top_k, min_score and the values, in that order.
+fn parse_simv(mut tokens: Tokens<'_>) -> Result<SimVArgs, ParseError> {
+    let top_k = tokens.next().ok_or(ParseError::InvalidArgumentCount)?;
+    let mut ahead = tokens.clone();
+    let min_score = ahead.next().and_then(min_score_option);
+    if min_score.is_some() {
+        tokens = ahead;
+    }
+    // an invalid value is a value: only an empty list is a missing part
+    let values = read_values(tokens);
+    if matches!(&values, Ok(v) if v.is_empty()) {
         return Err(ParseError::InvalidArgumentCount);
     }
     let top_k = parse_top_k(top_k)?;
@@ -446,7 +445,7 @@ fn parse_simv(args: &[&str]) -> Result<SimVArgs, ParseError> {
     Ok(SimVArgs {
         top_k,
         min_score,
-        values: parse_values(values)?,
+        values: values?,
     })
 }
 
@@ -565,10 +564,11 @@ mod tests {
         );
     }
 
-    /// VECSET reads its values straight from the line; what it returns must
-    /// be what splitting the line into tokens and parsing each one gives.
+    /// VECSET and SIMV read their values straight from the line; what they
+    /// return must be what splitting the line into tokens and parsing each
+    /// one gives, errors and their order included.
     #[test]
-    fn vecset_values_read_from_the_line_equal_the_tokens_parsed_one_by_one() {
+    fn vector_values_read_from_the_line_equal_the_tokens_parsed_one_by_one() {
         let pieces = [
             "0",
             "-0",
@@ -597,7 +597,10 @@ mod tests {
             "12345678901234567890123",
             "3.4028235e38",
             "0.00000000001",
+            "min_score=0.5",
+            "MIN_SCORE=x",
         ];
+        let heads = ["item", "5", "0", "x", "min_score=0.1"];
         let seps = [" ", "  ", "\t", " \t "];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {
@@ -606,10 +609,51 @@ mod tests {
             x ^= x << 17;
             x as usize
         };
-        for _ in 0..20_000 {
-            let mut line = String::from("VECSET");
+        let values = |tokens: &[&str]| -> Result<Vec<f32>, ParseError> {
+            tokens
+                .iter()
+                .map(|t| parse_finite(t).ok_or(ParseError::InvalidVectorFormat))
+                .collect()
+        };
+        // the token-by-token reading, as the parser did before
+        let vecset = |tokens: &[&str]| match tokens {
+            [id, rest @ ..] if !rest.is_empty() => values(rest).map(|v| Command::VecSet {
+                id: id.to_string(),
+                values: v,
+            }),
+            _ => Err(ParseError::InvalidArgumentCount),
+        };
+        let simv = |tokens: &[&str]| {
+            let [top_k, rest @ ..] = tokens else {
+                return Err(ParseError::InvalidArgumentCount);
+            };
+            let (min_score, rest) = match rest {
+                [first, more @ ..] if min_score_option(first).is_some() => (min_score_option(first), more),
+                _ => (None, rest),
+            };
+            if rest.is_empty() {
+                return Err(ParseError::InvalidArgumentCount);
+            }
+            let top_k = parse_top_k(top_k)?;
+            let min_score = min_score.map(parse_min_score).transpose()?;
+            values(rest).map(|v| {
+                Command::SimV(SimVArgs {
+                    top_k,
+                    min_score,
+                    values: v,
+                })
+            })
+        };
+        // compared through the debug form, so -0.0 and 0.0 differ
+        let shown = |r: Result<Command, ParseError>| match r {
+            Ok(cmd) => format!("{cmd:?}"),
+            Err(e) => format!("(error) {e}"),
+        };
+        for round in 0..40_000 {
+            let mut line = String::from(if round % 2 == 0 { "VECSET" } else { "simv" });
             if next() % 8 != 0 {
-                line.push_str(" item");
+                line.push_str(seps[next() % seps.len()]);
+                line.push_str(heads[next() % heads.len()]);
             }
             for _ in 0..next() % 6 {
                 line.push_str(seps[next() % seps.len()]);
@@ -618,26 +662,14 @@ mod tests {
             if next() % 4 == 0 {
                 line.push_str(seps[next() % seps.len()]);
             }
-            let tokens: Vec<&str> = tokenize(&line).collect();
-            let expected = match tokens.as_slice() {
-                [_, id, values @ ..] if !values.is_empty() => values
-                    .iter()
-                    .map(|t| parse_finite(t).ok_or(ParseError::InvalidVectorFormat))
-                    .collect::<Result<Vec<f32>, _>>()
-                    .map(|values| (id.to_string(), values)),
-                _ => Err(ParseError::InvalidArgumentCount),
+            let tokens: Vec<&str> = tokenize(&line).skip(1).collect();
+            let expected = if round % 2 == 0 {
+                vecset(&tokens)
+            } else {
+                simv(&tokens)
             };
-            let got = match parse_line(&line) {
-                Some(Ok(Command::VecSet { id, values })) => Ok((id, values)),
-                Some(Err(e)) => Err(e),
-                other => panic!("{line:?}: {other:?}"),
-            };
-            let bits = |r: &Result<(String, Vec<f32>), ParseError>| {
-                r.as_ref()
-                    .map(|(id, v)| (id.clone(), v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()))
-                    .map_err(|e| e.to_string())
-            };
-            assert_eq!(bits(&got), bits(&expected), "{line:?}");
+            let got = parse_line(&line).unwrap_or_else(|| panic!("{line:?}"));
+            assert_eq!(shown(got), shown(expected), "{line:?}");
         }
     }
 
