@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::cowvec::CowVec;
+use super::prefetch::prefetch;
 use super::DecayReport;
 
 /// One slot of a row's table: a neighbour's item number (`EMPTY` when the
@@ -204,6 +205,10 @@ pub(crate) struct Row {
 /// Slots examined together when a row is read whole.
 const BLOCK: usize = 8;
 
+/// How far ahead a whole-row read prefetches, in blocks (a block is 8 slots,
+/// 64 bytes: one prefetch per cache line read). 48 blocks are 3 KiB.
+const SCAN_AHEAD_BLOCKS: usize = 48;
+
 /// Bit `i` set when slot `i` of `block` (at most 32 slots) holds an entry.
 #[inline]
 fn occupied(block: &[Slot]) -> u32 {
@@ -282,7 +287,10 @@ impl Row {
         mut f: impl FnMut(&mut S, u32, f32),
     ) {
         self.slots.for_each_part(|part| {
-            for block in part.chunks(BLOCK) {
+            for (i, block) in part.chunks(BLOCK).enumerate() {
+                if let Some(ahead) = part.get((i + SCAN_AHEAD_BLOCKS) * BLOCK) {
+                    prefetch(ahead);
+                }
                 let t = floor(state);
                 let hit = block
                     .iter()
@@ -469,20 +477,6 @@ impl Row {
         }
         self.recompute_max();
     }
-}
-
-/// Hints the CPU to start loading the cache line at `p` (no effect on results;
-/// a prefetch never faults, whatever the address).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it reads nothing architecturally and
-    // cannot fault, and `p` comes from a live reference anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Scores below this are dropped by decay.

@@ -22,6 +22,7 @@ mod cowvec;
 mod events;
 mod intern;
 mod namer;
+mod prefetch;
 mod similarity;
 mod vectors;
 
