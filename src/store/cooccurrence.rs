@@ -260,15 +260,27 @@ impl Row {
     /// Calls `f(neighbour, score)` for every entry, in table order (the
     /// order of `iter`), without `iter`'s layers of adaptors.
     pub(crate) fn for_each(&self, mut f: impl FnMut(u32, f32)) {
-        self.slots.for_each_part(|part| {
-            for block in part.chunks(BLOCK) {
-                let mut used = occupied(block);
-                while used != 0 {
-                    if let Some(s) = block.get(used.trailing_zeros() as usize) {
-                        f(s.key, s.score);
-                    }
-                    used &= used - 1;
+        self.for_each_block(|block| {
+            let mut used = occupied(block);
+            while used != 0 {
+                if let Some(s) = block.get(used.trailing_zeros() as usize) {
+                    f(s.key, s.score);
                 }
+                used &= used - 1;
+            }
+        });
+    }
+
+    /// Calls `f` with every block of `BLOCK` slots, in table order, and
+    /// prefetches `SCAN_AHEAD_BLOCKS` ahead within the part it reads.
+    #[inline(always)]
+    fn for_each_block(&self, mut f: impl FnMut(&[Slot])) {
+        self.slots.for_each_part(|part| {
+            for (i, block) in part.chunks(BLOCK).enumerate() {
+                if let Some(ahead) = part.get((i + SCAN_AHEAD_BLOCKS) * BLOCK) {
+                    prefetch(ahead);
+                }
+                f(block);
             }
         });
     }
@@ -286,19 +298,14 @@ impl Row {
         floor: impl Fn(&S) -> f32,
         mut f: impl FnMut(&mut S, u32, f32),
     ) {
-        self.slots.for_each_part(|part| {
-            for (i, block) in part.chunks(BLOCK).enumerate() {
-                if let Some(ahead) = part.get((i + SCAN_AHEAD_BLOCKS) * BLOCK) {
-                    prefetch(ahead);
-                }
-                let t = floor(state);
-                let hit = block
-                    .iter()
-                    .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
-                if hit {
-                    for s in block.iter().filter(|s| s.key != EMPTY) {
-                        f(state, s.key, s.score);
-                    }
+        self.for_each_block(|block| {
+            let t = floor(state);
+            let hit = block
+                .iter()
+                .fold(false, |hit, s| hit | ((s.key != EMPTY) & (s.score / div >= t)));
+            if hit {
+                for s in block.iter().filter(|s| s.key != EMPTY) {
+                    f(state, s.key, s.score);
                 }
             }
         });
