@@ -86,7 +86,7 @@ impl LineCodec {
         let start = self.scanned.min(window);
         let found = src
             .get(start..window)
-            .and_then(|w| w.iter().position(|&b| b == b'\n'))
+            .and_then(|w| memchr::memchr(b'\n', w))
             .map(|p| start + p);
         match found {
             Some(end) => {
