@@ -326,40 +326,45 @@ pub(crate) fn fast_f32(s: &str) -> Option<f32> {
 /// Reads the token at the start of `b` (up to a space, a tab or the end):
 /// its value when it is a decimal `fast_f32` takes, and its length.
 fn scan_plain(b: &[u8]) -> (Option<f32>, usize) {
-    let (neg, mut i) = match b.first() {
+    let (neg, start) = match b.first() {
         Some(b'-') => (true, 1),
         Some(b'+') => (false, 1),
         _ => (false, 0),
     };
-    // At most 19 digits cannot overflow `m`; more (leading zeros) go to the
-    // general parser.
+    // Digits before and after the point go into `m`, a tight loop each.
+    // More than 19 digits could overflow it (wrapping, then refused below):
+    // those go to the general parser.
     let mut m: u64 = 0;
-    let mut count = 0usize;
-    // digits before the point, once one is seen
-    let mut point: Option<usize> = None;
-    while let Some(&c) = b.get(i) {
-        let d = c.wrapping_sub(b'0');
-        if d < 10 && count < 19 {
-            m = m * 10 + u64::from(d);
-            count += 1;
-        } else if c == b'.' && point.is_none() {
-            point = Some(count);
-        } else if is_separator(c) {
-            break;
-        } else {
-            let len = b
-                .iter()
-                .skip(i)
-                .position(|&c| is_separator(c))
-                .map_or(b.len(), |n| i + n);
-            return (None, len);
+    let mut digits = |i: &mut usize| {
+        let from = *i;
+        while let Some(d) = b.get(*i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+            *i += 1;
         }
+        *i - from
+    };
+    let mut i = start;
+    let whole = digits(&mut i);
+    let fraction = if b.get(i) == Some(&b'.') {
         i += 1;
+        digits(&mut i)
+    } else {
+        0
+    };
+    if b.get(i).is_some_and(|&c| !is_separator(c)) {
+        // something else in the token: the general parser decides
+        let len = b
+            .iter()
+            .skip(i)
+            .position(|&c| is_separator(c))
+            .map_or(b.len(), |n| i + n);
+        return (None, len);
     }
-    if count == 0 || m >= 1 << 24 {
+    let count = whole + fraction;
+    if count == 0 || count > 19 || m >= 1 << 24 {
         return (None, i);
     }
-    let Some(&scale) = POW10_F32.get(point.map_or(0, |p| count - p)) else {
+    let Some(&scale) = POW10_F32.get(fraction) else {
         return (None, i);
     };
     let v = m as f32 / scale;
