@@ -211,12 +211,18 @@ pub(crate) fn vector_top_k<'a>(
     let qn = norm(q);
     let scan = |part| {
         let mut top = TopK::new(k);
+        // Most scores cannot enter once the top k is full: compared here
+        // with the floor, they skip the call (a score equal to it may still
+        // enter by name, so only a lower one is skipped).
+        let mut floor = top.floor();
         chunks.scan_part(part, |item, v, vn| {
             // the chunk's values are read in order; past its end the
             // address is only a hint
             prefetch_ahead(v.as_ptr(), v.len() * PREFETCH_VECTORS, v.len());
-            if Some(item) != exclude {
-                top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+            let score = vector_score(metric, q, qn, v, vn);
+            if score.total_cmp(&floor) != Ordering::Less && Some(item) != exclude {
+                top.offer(score, item, || name(item));
+                floor = top.floor();
             }
         });
         top.into_sorted()
@@ -387,6 +393,51 @@ mod tests {
             let want = all.into_sorted();
             let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score)).collect::<Vec<_>>();
             assert_eq!(ids(&got), ids(&want), "k = {k}");
+        }
+    }
+
+    /// The scan skips scores below its top k's floor before offering them;
+    /// it must keep what offering every vector keeps: ties broken by name
+    /// included, on both halves of a split scan, with an excluded item.
+    #[test]
+    fn vector_top_k_equals_offering_every_vector() {
+        use super::super::vectors::VectorStore;
+        let n = 40_000u32; // over PARALLEL_SCAN_MIN_VECTORS: a split scan
+                           // names in another order than the item numbers
+        let names: Vec<Arc<str>> = (0..n)
+            .map(|i| Arc::from(format!("n{}", (u64::from(i) * 7919) % u64::from(n))))
+            .collect();
+        let name = |i: u32| &names[i as usize];
+        let mut store = VectorStore::new(4);
+        let mut x: u32 = 7;
+        for item in 0..n {
+            // values from {-1, 0, 1}: few distinct vectors, many ties
+            let v: Vec<f32> = (0..4)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    ((x >> 16) % 3) as f32 - 1.0
+                })
+                .collect();
+            store.insert(item, &v).expect("insert");
+        }
+        let chunks = store.chunks();
+        let q = [1.0, 0.0, -1.0, 0.0];
+        for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+            for exclude in [None, Some(5)] {
+                for k in [0, 1, 3, 10, 100] {
+                    let got = vector_top_k(chunks, metric, &q, k, exclude, name);
+                    let mut all = TopK::new(k);
+                    chunks.scan(|item, v, vn| {
+                        if Some(item) != exclude {
+                            all.offer(vector_score(metric, &q, norm(&q), v, vn), item, || name(item));
+                        }
+                    });
+                    let want = all.into_sorted();
+                    let ids =
+                        |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
+                    assert_eq!(ids(&got), ids(&want), "{metric:?} k = {k} exclude {exclude:?}");
+                }
+            }
         }
     }
 
