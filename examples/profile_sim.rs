@@ -38,15 +38,11 @@ fn main() {
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(found.len(), 10.min(n));
     }
-    lat.sort_by(f64::total_cmp);
-    let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
     let bytes = (n * d * 4) as f64;
+    let (p50, p90, min) = summary(lat);
     println!(
-        "{n} x {d}: p50 {:.3} ms  p90 {:.3} ms  min {:.3} ms  ({:.1} GB/s at p50)",
-        at(0.5),
-        at(0.9),
-        lat[0],
-        bytes / at(0.5) / 1e6
+        "{n} x {d}: p50 {p50:.3} ms  p90 {p90:.3} ms  min {min:.3} ms  ({:.1} GB/s at p50)",
+        bytes / p50 / 1e6
     );
     drop(store);
     let words: Vec<u64> = (0..n * d / 2).map(|i| i as u64).collect();
@@ -62,16 +58,20 @@ fn main() {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             std::hint::black_box(sum);
         }
-        lat.sort_by(f64::total_cmp);
-        let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+        let (p50, _, min) = summary(lat);
         println!(
-            "plain read of {:.0} MB, 2 threads, prefetch {prefetch}: p50 {:.3} ms  min {:.3} ms  ({:.1} GB/s at p50)",
+            "plain read of {:.0} MB, 2 threads, prefetch {prefetch}: p50 {p50:.3} ms  min {min:.3} ms  ({:.1} GB/s at p50)",
             bytes / 1e6,
-            at(0.5),
-            lat[0],
-            bytes / at(0.5) / 1e6
+            bytes / p50 / 1e6
         );
     }
+}
+
+/// p50, p90 and min of latencies in ms (at least one).
+fn summary(mut lat: Vec<f64>) -> (f64, f64, f64) {
+    lat.sort_by(f64::total_cmp);
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.9), lat[0])
 }
 
 /// Sums `words` 8 at a time (a loop the compiler vectorises), optionally

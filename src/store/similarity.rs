@@ -402,8 +402,9 @@ mod tests {
     #[test]
     fn vector_top_k_equals_offering_every_vector() {
         use super::super::vectors::VectorStore;
-        let n = 40_000u32; // over PARALLEL_SCAN_MIN_VECTORS: a split scan
-                           // names in another order than the item numbers
+        // over PARALLEL_SCAN_MIN_VECTORS: a split scan
+        let n = 40_000u32;
+        // names in another order than the item numbers
         let names: Vec<Arc<str>> = (0..n)
             .map(|i| Arc::from(format!("n{}", (u64::from(i) * 7919) % u64::from(n))))
             .collect();
@@ -422,6 +423,7 @@ mod tests {
         }
         let chunks = store.chunks();
         let q = [1.0, 0.0, -1.0, 0.0];
+        let qn = norm(&q);
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             for exclude in [None, Some(5)] {
                 for k in [0, 1, 3, 10, 100] {
@@ -429,7 +431,7 @@ mod tests {
                     let mut all = TopK::new(k);
                     chunks.scan(|item, v, vn| {
                         if Some(item) != exclude {
-                            all.offer(vector_score(metric, &q, norm(&q), v, vn), item, || name(item));
+                            all.offer(vector_score(metric, &q, qn, v, vn), item, || name(item));
                         }
                     });
                     let want = all.into_sorted();
