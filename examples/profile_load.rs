@@ -3,15 +3,31 @@
 //! store's half (apply them), each timed apart. A server LOAD runs the two
 //! halves on two threads at once, so it takes about the slower one.
 //!
-//! `cargo run --release --example profile_load -- <file.nvec>`
+//! The SAVE encodes on the saving thread, as the server does by default
+//! (`snapshot.save_threads: 1`), so that thread's CPU time is the encoding's;
+//! a second argument sets the threads as that key does. A third asks for
+//! that many more encodings of the whole state into `/dev/null`, each with
+//! the saving thread's CPU time (the encoding alone, without the disk).
+//!
+//! `cargo run --release --example profile_load -- <file.nvec> [save_threads=1] [encodings=0]`
 
 use std::time::Instant;
 
-use nvecd::snapshot::{load_file, verify_file, LoadOptions};
+use nvecd::snapshot::{load_file, verify_file, Encode, LoadOptions};
 use nvecd::store::{LoadBatch, StoreBuilder, StoreConfig};
 
 fn main() {
-    let path = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: profile_load <file.nvec>"));
+    let path = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: profile_load <file.nvec> [save_threads] [encodings]"),
+    );
+    let save_threads: usize = std::env::args()
+        .nth(2)
+        .map_or(1, |s| s.parse().expect("save_threads"));
+    let encodings: usize = std::env::args()
+        .nth(3)
+        .map_or(0, |s| s.parse().expect("encodings"));
     let mb = std::fs::metadata(&path).expect("file").len() as f64 / 1e6;
     let opts = LoadOptions {
         default_dimension: 0,
@@ -71,8 +87,9 @@ fn main() {
     let dir = nvecd::snapshot::files::SnapshotDir::open(out.parent().expect("parent")).expect("dir");
     let mut written = 0.0;
     dir.write_atomically(&out, false, |f| {
-        let (s, done) =
-            nvecd::snapshot::direct::write_direct(f, |w| nvecd::snapshot::write_snapshot(w, &image, 0, &out));
+        let (s, done) = nvecd::snapshot::direct::write_direct(f, |w| {
+            nvecd::snapshot::write_source_with(w, &image, 0, &out, Encode::with_threads(save_threads))
+        });
         written = t.elapsed().as_secs_f64();
         done.expect("direct write");
         s
@@ -86,6 +103,24 @@ fn main() {
         s1 - s0
     );
     let _ = std::fs::remove_file(&out);
+    for _ in 0..encodings {
+        let mut null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        let (u0, s0) = usage();
+        let t = Instant::now();
+        let image = store.freeze();
+        nvecd::snapshot::write_source_with(&mut null, &image, 0, &out, Encode::with_threads(save_threads))
+            .expect("encode");
+        let (u1, s1) = usage();
+        println!(
+            "encoding     {:7.3} s  thread user {:.3} s, system {:.3} s",
+            t.elapsed().as_secs_f64(),
+            u1 - u0,
+            s1 - s0
+        );
+    }
     // SIM events as the bench asks it: items drawn Zipf-like (weight
     // 1/(rank+1)) over the items named in the file.
     let items = store.stats().vectors.max(1) as usize;
