@@ -155,7 +155,7 @@ impl Tokens<'_> {
         let (start, token) = self.skip_separators()?;
         let (value, len) = scan_plain(token);
         self.at = start + len;
-        Some(value.or_else(|| self.line.get(start..start + len).and_then(parse_finite)))
+        Some(value.or_else(|| self.line.get(start..start + len).and_then(general_finite)))
     }
 
     /// Moves to the next token: its offset, and the bytes from there to the
@@ -302,25 +302,105 @@ fn parse_top_k(s: &str) -> Result<usize, ParseError> {
 
 /// A finite `f32`; `NaN`, `inf` and values that overflow to infinity (`1e39`) are not.
 fn parse_finite(s: &str) -> Option<f32> {
-    fast_f32(s)
-        .or_else(|| s.parse::<f32>().ok())
-        .filter(|v| v.is_finite())
+    fast_f32(s).or_else(|| general_finite(s))
+}
+
+/// `parse_finite` without the fast path (for a token it has refused).
+fn general_finite(s: &str) -> Option<f32> {
+    s.parse::<f32>().ok().filter(|v| v.is_finite())
 }
 
 /// Powers of ten exactly representable in `f32` (5^10 < 2^24).
 const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
 
-/// The common case of VECSET and SIMV, `[+-]digits[.digits]` with at most 7
-/// significant digits, without the general parser: the mantissa `m < 2^24` and
-/// `10^k` (k ≤ 10) are exact in `f32`, so the one IEEE division `m / 10^k` is
+/// Powers of ten exactly representable in `f64` (5^22 < 2^53), as many as a
+/// plain decimal's 19 digits can need.
+const POW10_F64: [f64; 20] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19,
+];
+
+/// The common case of VECSET and SIMV, `[+-]digits[.digits]` with at most 19
+/// digits, without the general parser. With a mantissa `m < 2^24` and `10^k`
+/// (k ≤ 10), both exact in `f32`, the one IEEE division `m / 10^k` is
 /// correctly rounded — the same value `str::parse::<f32>` returns (Clinger's
-/// fast path). Anything else (exponents, more digits, `inf`, `nan`) is `None`
-/// and goes to the general parser.
+/// fast path). Up to `m < 2^53` the division is done in `f64`, also exact in
+/// its inputs and correctly rounded, then rounded to `f32`: the same value
+/// unless the first rounding landed exactly halfway between two `f32`s,
+/// which is refused (every such halfway point is an `f64`, so a result off
+/// it lies on the same side of it as the exact value). Anything else
+/// (exponents, more digits, `inf`, `nan`) is `None` and goes to the general
+/// parser.
 pub(crate) fn fast_f32(s: &str) -> Option<f32> {
     match scan_plain(s.as_bytes()) {
         (value, len) if len == s.len() => value,
         _ => None,
     }
+}
+
+/// Reads the decimal digits from `b[*i]` on into `m` (wrapping), moving `i`
+/// past them; returns how many there were.
+#[inline(always)]
+fn digits(b: &[u8], i: &mut usize, m: &mut u64) -> usize {
+    let from = *i;
+    while let Some(d) = b.get(*i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+        *m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+        *i += 1;
+    }
+    *i - from
+}
+
+/// `digits` for up to 8 digits at once, when 8 bytes follow `b[*i]`
+/// (otherwise reads none and returns 0).
+#[inline(always)]
+fn eight_digits_at(b: &[u8], i: &mut usize, m: &mut u64) -> usize {
+    let Some(w) = b.get(*i..*i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+        return 0;
+    };
+    let (value, n) = eight_digits(u64::from_le_bytes(w));
+    if let Some(&scale) = POW10_U64.get(n).filter(|_| n > 0) {
+        *m = m.wrapping_mul(scale).wrapping_add(value);
+        *i += n;
+    }
+    n
+}
+
+/// `10^n` for the digit counts `eight_digits` returns.
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The decimal digits at the start of 8 bytes (little-endian `w`, the first
+/// byte lowest): their value and how many there are (0..=8).
+#[inline]
+fn eight_digits(w: u64) -> (u64, usize) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x80 * ONES;
+    // Per byte, in its high bit: at least '0', above '9', or not ASCII.
+    // Each byte's arithmetic stays inside the byte (no carry or borrow).
+    let low = w & !HIGH;
+    let at_least_0 = (low | HIGH).wrapping_sub(0x30 * ONES) & HIGH;
+    let above_9 = low.wrapping_add(0x46 * ONES) & HIGH;
+    let not_digit = (!at_least_0 | above_9 | w) & HIGH;
+    let n = (not_digit.trailing_zeros() / 8) as usize;
+    if n == 0 {
+        return (0, 0);
+    }
+    // The n digits moved to the top bytes, zeros (leading) below them.
+    let mut v = w.wrapping_sub(0x30 * ONES) << (8 * (8 - n));
+    // Pairs, then fours, then all eight (the first byte the most significant).
+    v = (v & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 * 256 + 1) >> 8;
+    v = (v & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 * 65536 + 1) >> 16;
+    v = (v & 0x0000_ffff_0000_ffff).wrapping_mul(10_000 * (1 << 32) + 1) >> 32;
+    (v, n)
 }
 
 /// Reads the token at the start of `b` (up to a space, a tab or the end):
@@ -331,23 +411,22 @@ fn scan_plain(b: &[u8]) -> (Option<f32>, usize) {
         Some(b'+') => (false, 1),
         _ => (false, 0),
     };
-    // Digits before and after the point go into `m`, a tight loop each.
-    // More than 19 digits could overflow it (wrapping, then refused below):
-    // those go to the general parser.
+    // Digits before and after the point go into `m`, a tight loop each
+    // (after the point, up to 8 at once first). More than 19 digits could
+    // overflow it (wrapping, then refused below): those go to the general
+    // parser.
     let mut m: u64 = 0;
-    let mut digits = |i: &mut usize| {
-        let from = *i;
-        while let Some(d) = b.get(*i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
-            m = m.wrapping_mul(10).wrapping_add(u64::from(d));
-            *i += 1;
-        }
-        *i - from
-    };
     let mut i = start;
-    let whole = digits(&mut i);
+    let whole = digits(b, &mut i, &mut m);
     let fraction = if b.get(i) == Some(&b'.') {
         i += 1;
-        digits(&mut i)
+        let n = eight_digits_at(b, &mut i, &mut m);
+        // 8 digits may be followed by more; fewer end at a non-digit
+        n + if n == 8 || n == 0 {
+            digits(b, &mut i, &mut m)
+        } else {
+            0
+        }
     } else {
         0
     };
@@ -361,13 +440,22 @@ fn scan_plain(b: &[u8]) -> (Option<f32>, usize) {
         return (None, len);
     }
     let count = whole + fraction;
-    if count == 0 || count > 19 || m >= 1 << 24 {
+    if count == 0 || count > 19 {
         return (None, i);
     }
-    let Some(&scale) = POW10_F32.get(fraction) else {
-        return (None, i);
+    let v = match (POW10_F32.get(fraction), POW10_F64.get(fraction)) {
+        (Some(&scale), _) if m < 1 << 24 => m as f32 / scale,
+        (_, Some(&scale)) if m < 1 << 53 => {
+            let wide = m as f64 / scale;
+            // halfway between two f32s (the low 29 of 52 fraction bits are
+            // 1000...0; `wide` is a normal f32 here, at least 1e-19)
+            if wide.to_bits() & ((1 << 29) - 1) == 1 << 28 {
+                return (None, i);
+            }
+            wide as f32
+        }
+        _ => return (None, i),
     };
-    let v = m as f32 / scale;
     (Some(if neg { -v } else { v }), i)
 }
 
@@ -537,7 +625,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let digits = (x % 9) as usize + 1;
+            let digits = (x % 19) as usize + 1;
             let m = (x >> 8) % 10u64.pow(digits as u32);
             let point = ((x >> 40) % (digits as u64 + 2)) as usize;
             let mut s = format!("{m:0digits$}");
@@ -549,6 +637,26 @@ mod tests {
             }
             cases.push(s);
         }
+        // Decimals near the point halfway between two f32s, where rounding
+        // first to f64 can go wrong; some are refused (checked below).
+        let mut near_halfway = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // a normal f32 between about 1e-3 and 1e3, and the one after it
+            let lo = f32::from_bits((117 + (x % 20) as u32) << 23 | (x >> 20) as u32 & 0x7f_ffff);
+            let mid = (f64::from(lo) + f64::from(f32::from_bits(lo.to_bits() + 1))) / 2.0;
+            let decimals = 10 + (x >> 50) as usize % 10;
+            near_halfway.push(format!("{mid:.decimals$}"));
+        }
+        let refused = near_halfway.iter().filter(|s| fast_f32(s).is_none()).count();
+        assert!(
+            refused > 0 && refused < near_halfway.len() / 2,
+            "{refused} of {} refused",
+            near_halfway.len()
+        );
+        cases.extend(near_halfway);
         for bad in [
             "", "-", "+", ".", "-.", "1.2.3", "1e5", "inf", "nan", "1,5", "--1", "0x1",
         ] {
@@ -569,6 +677,38 @@ mod tests {
         );
     }
 
+    /// `eight_digits` reads what a byte-at-a-time loop reads: every count of
+    /// leading digits, ended by every byte value, with random bytes after.
+    #[test]
+    fn eight_digits_agrees_with_reading_one_digit_at_a_time() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for n in 0..=8usize {
+            for end in 0..=255u8 {
+                for _ in 0..8 {
+                    let mut w = next().to_le_bytes();
+                    for b in w.iter_mut().take(n) {
+                        *b = b'0' + (next() % 10) as u8;
+                    }
+                    if let Some(b) = w.get_mut(n) {
+                        *b = end;
+                    }
+                    let (mut want, mut count) = (0u64, 0usize);
+                    for &b in w.iter().take_while(|b| b.is_ascii_digit()) {
+                        want = want * 10 + u64::from(b - b'0');
+                        count += 1;
+                    }
+                    assert_eq!(eight_digits(u64::from_le_bytes(w)), (want, count), "{w:?}");
+                }
+            }
+        }
+    }
+
     /// VECSET and SIMV read their values straight from the line; what they
     /// return must be what splitting the line into tokens and parsing each
     /// one gives, errors and their order included.
@@ -583,6 +723,10 @@ mod tests {
             "-.5",
             "0.1234",
             "-0.9999",
+            "0.12345678",
+            "-0.3871457427740097",
+            "29.6452341079711914",
+            "0.12345678901234567",
             "16777216",
             "1677721.5",
             "00000000000000000001",
