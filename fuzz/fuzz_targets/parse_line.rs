@@ -6,7 +6,8 @@
 //! invalid UTF-8 reported, an unterminated last line dropped). Each text line,
 //! and the whole input taken as (lossy) UTF-8, goes to `parse_line`, which
 //! must not panic and must keep its promises: `None` only for blank lines;
-//! parsed values within their documented ranges; an error rendered through
+//! parsed values within their documented ranges (a VECSET's values bit for
+//! bit what `str::parse::<f32>` reads from each token); an error rendered through
 //! `Response::parse_error` in exactly the shape `expected_shape` promises,
 //! one `(error)` line or an `(error)` line and `END`, with no stray CR or LF.
 #![no_main]
@@ -84,6 +85,12 @@ fn check_command(line: &str, cmd: &Command) {
         Command::VecSet { id, values } => {
             assert!(no_space(id));
             assert!(!values.is_empty() && values.iter().all(|v| v.is_finite()));
+            // each value, fast path or not, is what the standard parser reads
+            let tokens = line.split([' ', '\t']).filter(|t| !t.is_empty()).skip(2);
+            assert_eq!(tokens.clone().count(), values.len());
+            for (t, v) in tokens.zip(values) {
+                assert_eq!(t.parse::<f32>().ok().map(f32::to_bits), Some(v.to_bits()), "{t:?}");
+            }
         }
         Command::VecDel { id } => assert!(no_space(id)),
         Command::Sim(s) => {

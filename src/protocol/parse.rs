@@ -587,6 +587,16 @@ fn parse_dump(args: &[&str]) -> Result<DumpCommand, ParseError> {
 mod tests {
     use super::*;
 
+    /// A xorshift generator: the randomized tests' inputs, the same each run.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     /// The fast path returns bit for bit what `str::parse::<f32>` returns, and
     /// declines what it cannot do exactly.
     #[test]
@@ -619,12 +629,10 @@ mod tests {
             "0.99999994",
             "123.4567",
         ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let mut cases: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let digits = (x % 19) as usize + 1;
             let m = (x >> 8) % 10u64.pow(digits as u32);
             let point = ((x >> 40) % (digits as u64 + 2)) as usize;
@@ -641,9 +649,7 @@ mod tests {
         // first to f64 can go wrong; some are refused (checked below).
         let mut near_halfway = Vec::new();
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             // a normal f32 between about 1e-3 and 1e3, and the one after it
             let lo = f32::from_bits((117 + (x % 20) as u32) << 23 | (x >> 20) as u32 & 0x7f_ffff);
             let mid = (f64::from(lo) + f64::from(f32::from_bits(lo.to_bits() + 1))) / 2.0;
@@ -681,13 +687,7 @@ mod tests {
     /// leading digits, ended by every byte value, with random bytes after.
     #[test]
     fn eight_digits_agrees_with_reading_one_digit_at_a_time() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for n in 0..=8usize {
             for end in 0..=255u8 {
                 for _ in 0..8 {
@@ -751,12 +751,9 @@ mod tests {
         ];
         let heads = ["item", "5", "0", "x", "min_score=0.1"];
         let seps = [" ", "  ", "\t", " \t "];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as usize
+        let mut next = {
+            let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+            move || next() as usize
         };
         let values = |tokens: &[&str]| -> Result<Vec<f32>, ParseError> {
             tokens
