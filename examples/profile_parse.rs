@@ -1,10 +1,9 @@
 //! In-process profile of request parsing: `parse_line` over lines shaped
 //! like the benchmark's (VECSET of 128 values with 4 decimals, EVENT, SIMV),
-//! five passes each, the fastest reported. Also VECSET with values as
-//! clients often print them: an `f32`'s shortest form (up to 9 digits,
-//! `VECSET-f32`) and an `f64`'s (up to 17, `VECSET-f64`), on a tenth of the
-//! lines. The connection's thread spends
-//! most of a VECSET ingest here.
+//! five passes each, the fastest reported. The connection's thread spends
+//! most of a VECSET ingest here. Also VECSET with values as clients often
+//! print them, on a tenth of the lines: an `f32`'s shortest form (up to 9
+//! digits, `VECSET-f32`) and an `f64`'s (up to 17, `VECSET-f64`).
 //!
 //! `cargo run --release --example profile_parse [lines=200000]`
 
