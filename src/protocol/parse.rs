@@ -363,7 +363,7 @@ fn eight_digits_at(b: &[u8], i: &mut usize, m: &mut u64) -> usize {
         return 0;
     };
     let (value, n) = eight_digits(u64::from_le_bytes(w));
-    if let Some(&scale) = POW10_U64.get(n).filter(|_| n > 0) {
+    if let Some(&scale) = POW10_U64.get(n) {
         *m = m.wrapping_mul(scale).wrapping_add(value);
         *i += n;
     }
