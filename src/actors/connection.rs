@@ -30,7 +30,7 @@ use super::scheduler::GetSchedulerStats;
 use super::snapshot::{DumpRequest, GetSnapshotStats};
 use super::store::{ExecuteBatch, GetStats, StoreOp};
 use super::{Peers, Shutdown};
-use crate::protocol::codec::{Line, LineCodec};
+use crate::protocol::codec::{Line, LineCodec, MIN_READ_BYTES};
 use crate::protocol::command::{Command, DumpCommand};
 use crate::protocol::response::BlockHead;
 use crate::protocol::{expected_shape, parse_line, ParseError, Response};
@@ -49,12 +49,6 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the idle timer looks at a connection.
 pub const IDLE_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Initial read buffer per connection: one socket read can then bring in a
-/// whole pipelined chunk (about 64 VECSET lines of 128 floats, or a full batch
-/// of short lines), so a batch travels to the store as one message instead of
-/// many small ones. It grows only for a longer line (up to `max_request_bytes`).
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// One step of a batch, decided synchronously from the parsed line.
 enum Step {
@@ -93,7 +87,7 @@ impl ConnectionActor {
             ctx.add_stream(FramedRead::with_capacity(
                 read,
                 LineCodec::new(peers.config.api.max_request_bytes),
-                READ_BUFFER_BYTES,
+                MIN_READ_BYTES,
             ));
             ConnectionActor {
                 id,

@@ -19,6 +19,20 @@ use super::response::{expected_shape, Shape};
 /// Default for [`LineCodec::max_batch`].
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 
+/// Room a connection's next socket read gets at first, and again after a
+/// quiet spell: enough for a whole batch of short lines.
+pub const MIN_READ_BYTES: usize = 64 * 1024;
+
+/// The most room a read gets. A client that keeps filling the room it is
+/// given (pipelining faster than it is answered) has it doubled up to this,
+/// so its long lines (a VECSET of 128 values is ~1 KB) still travel ~256 to a
+/// batch and a batch costs one message to the store, not four.
+pub const MAX_READ_BYTES: usize = 256 * 1024;
+
+/// Reads in a row that leave room unused before a grown buffer is given
+/// back (only when it holds no partial line).
+pub const SHRINK_AFTER_READS: u32 = 16;
+
 /// One framed request line, or why it could not be one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -64,6 +78,10 @@ pub struct LineCodec {
     scanned: usize,
     /// Set after `TooLarge` was yielded: all further input is dropped.
     discarding: bool,
+    /// Room the next read gets (`MIN_READ_BYTES..=MAX_READ_BYTES`).
+    read_bytes: usize,
+    /// Reads in a row that left room unused, while `read_bytes` is grown.
+    quiet_reads: u32,
 }
 
 impl LineCodec {
@@ -74,7 +92,33 @@ impl LineCodec {
             max_batch: DEFAULT_MAX_BATCH,
             scanned: 0,
             discarding: false,
+            read_bytes: MIN_READ_BYTES,
+            quiet_reads: 0,
         }
+    }
+
+    /// Sizes `src` for the next socket read, once every complete line of
+    /// the last one is taken. A read that filled the buffer (`len ==
+    /// capacity`) doubles the room of the next, up to `MAX_READ_BYTES`;
+    /// after `SHRINK_AFTER_READS` reads that did not, an empty buffer goes
+    /// back to `MIN_READ_BYTES`. A line longer than the room still grows the
+    /// buffer as it arrives (`FramedRead` reserves more), up to
+    /// `max_request_bytes`.
+    fn prepare_read(&mut self, src: &mut BytesMut) {
+        if src.len() == src.capacity() {
+            self.quiet_reads = 0;
+            self.read_bytes = (self.read_bytes * 2).min(MAX_READ_BYTES);
+        } else if src.capacity() > MIN_READ_BYTES || self.read_bytes > MIN_READ_BYTES {
+            self.quiet_reads = self.quiet_reads.saturating_add(1);
+            if self.quiet_reads >= SHRINK_AFTER_READS && src.is_empty() {
+                self.quiet_reads = 0;
+                self.read_bytes = MIN_READ_BYTES;
+                *src = BytesMut::with_capacity(MIN_READ_BYTES);
+            }
+        }
+        // Room for `read_bytes` in all, the partial line at the start
+        // included: kept in place, or moved to the front of the buffer.
+        src.reserve(self.read_bytes.saturating_sub(src.len()));
     }
 
     /// The next item from the start of `src`, or `None` when no complete line
@@ -138,7 +182,11 @@ impl tokio_util::codec::Decoder for LineCodec {
                 None => break,
             }
         }
-        Ok(if batch.is_empty() { None } else { Some(batch) })
+        if batch.is_empty() {
+            self.prepare_read(src);
+            return Ok(None);
+        }
+        Ok(Some(batch))
     }
 
     /// Complete lines still buffered are returned; a final unterminated line
@@ -415,6 +463,69 @@ mod tests {
             }
             assert_eq!(got, model(&input, limit), "input {input:?} limit {limit}");
         }
+    }
+
+    /// What a client pipelines: lines `L<i> xxx...` of about 1 KB (a VECSET
+    /// of 128 values is about as long).
+    fn kilobyte_lines(count: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for i in 0..count {
+            bytes.extend_from_slice(format!("L{i} ").as_bytes());
+            bytes.extend(std::iter::repeat_n(b'x', 1000));
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    /// Appends the next `n` bytes of `stream` at `pos` (one socket read,
+    /// which may end inside a line) and takes every line the codec yields.
+    fn read_and_decode(
+        codec: &mut LineCodec,
+        src: &mut BytesMut,
+        stream: &[u8],
+        pos: &mut usize,
+        n: usize,
+        got: &mut Vec<Line>,
+    ) {
+        src.extend_from_slice(&stream[*pos..*pos + n]);
+        *pos += n;
+        while let Some(batch) = codec.decode(src).unwrap() {
+            got.extend(batch);
+        }
+    }
+
+    #[test]
+    fn a_read_that_fills_the_buffer_doubles_the_next_reads_room_up_to_the_maximum() {
+        let stream = kilobyte_lines(4000);
+        let (mut pos, mut got) = (0, Vec::new());
+        let mut codec = LineCodec::new(1 << 20);
+        let mut src = BytesMut::with_capacity(MIN_READ_BYTES);
+        let mut room = MIN_READ_BYTES;
+        for _ in 0..6 {
+            // A client pipelining faster than it is answered: every read
+            // takes all the room it is given.
+            let fill = src.capacity() - src.len();
+            assert!(src.capacity() >= room, "{} < {room}", src.capacity());
+            read_and_decode(&mut codec, &mut src, &stream, &mut pos, fill, &mut got);
+            room = (room * 2).min(MAX_READ_BYTES);
+            assert!(src.capacity() >= room, "{} < {room}", src.capacity());
+            assert!(src.capacity() <= 2 * MAX_READ_BYTES, "{}", src.capacity());
+        }
+        assert_eq!(codec.read_bytes, MAX_READ_BYTES);
+        // Reads that leave room unused: the grown buffer is given back once
+        // it holds no partial line after `SHRINK_AFTER_READS` of them.
+        for _ in 0..SHRINK_AFTER_READS - 1 {
+            read_and_decode(&mut codec, &mut src, &stream, &mut pos, 10_000, &mut got);
+            assert!(src.capacity() >= MAX_READ_BYTES);
+        }
+        let to_end_of_line = stream[pos..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        read_and_decode(&mut codec, &mut src, &stream, &mut pos, to_end_of_line, &mut got);
+        assert!(src.is_empty());
+        assert_eq!(src.capacity(), MIN_READ_BYTES);
+        assert_eq!(codec.read_bytes, MIN_READ_BYTES);
+        // Every line came out whole and in order.
+        assert_eq!(got, model(&stream[..pos], 1 << 20));
+        assert!(got.len() > 1000, "{}", got.len());
     }
 
     #[test]
