@@ -529,6 +529,70 @@ mod tests {
     }
 
     #[test]
+    fn reads_that_fill_the_buffer_or_not_match_the_simple_model() {
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize
+        };
+        let (mut grown, mut shrunk) = (false, false);
+        for round in 0..12 {
+            // Lines of 0..3000 bytes, ~2 MB in all; a few are invalid
+            // UTF-8 (whose items carry no text, so most must be valid for
+            // the comparison to see every byte).
+            let mut input = Vec::new();
+            while input.len() < 2_000_000 {
+                let len = next() % 3000;
+                let invalid = next() % 50 == 0;
+                input.extend((0..len).map(|i| match next() % 8 {
+                    _ if invalid && i == len / 2 => 0xff,
+                    k => b"abcxyz \r"[k],
+                }));
+                input.push(b'\n');
+            }
+            let limit = if round % 3 == 0 {
+                1000 + next() % 2000
+            } else {
+                1 << 20
+            };
+            let mut codec = LineCodec::new(limit);
+            let mut src = BytesMut::with_capacity(MIN_READ_BYTES);
+            let (mut pos, mut got) = (0, Vec::new());
+            // Spells of reads that take all the room they are given (a
+            // client that keeps the buffer full) and spells of slow reads:
+            // a few bytes, or the rest of the current line.
+            let quiet_spell = 12 + round % 8;
+            let mut reads = 0;
+            while pos < input.len() {
+                let room = src.capacity() - src.len();
+                let filling = reads % (2 + quiet_spell) < 2;
+                reads += 1;
+                let want = match next() % 8 {
+                    k if filling && k > 0 => room.max(1),
+                    k if k % 2 == 0 => 1 + next() % 5000,
+                    _ => input[pos..].iter().position(|&b| b == b'\n').map_or(1, |p| p + 1),
+                };
+                let n = want.min(input.len() - pos);
+                read_and_decode(&mut codec, &mut src, &input, &mut pos, n, &mut got);
+                assert!(
+                    src.capacity() <= 2 * MAX_READ_BYTES + 2 * limit,
+                    "{}",
+                    src.capacity()
+                );
+                grown |= codec.read_bytes == MAX_READ_BYTES;
+                shrunk |= grown && src.capacity() == MIN_READ_BYTES;
+                if matches!(got.last(), Some(Line::TooLarge { .. })) {
+                    break;
+                }
+            }
+            assert_eq!(got, model(&input[..pos], limit), "round {round}");
+        }
+        assert!(grown && shrunk, "grown {grown} shrunk {shrunk}");
+    }
+
+    #[test]
     fn a_huge_limit_does_not_overflow() {
         let mut codec = LineCodec::new(usize::MAX);
         let mut src = buf(b"PING\npartial");
