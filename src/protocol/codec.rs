@@ -530,13 +530,8 @@ mod tests {
 
     #[test]
     fn reads_that_fill_the_buffer_or_not_match_the_simple_model() {
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as usize
-        };
+        let mut random = crate::protocol::parse::tests::xorshift(0x2545_F491_4F6C_DD1D);
+        let mut next = move || random() as usize;
         let (mut grown, mut shrunk) = (false, false);
         for round in 0..12 {
             // Lines of 0..3000 bytes, ~2 MB in all; a few are invalid
