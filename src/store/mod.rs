@@ -23,6 +23,7 @@ mod events;
 mod intern;
 mod namer;
 mod prefetch;
+mod quant;
 mod similarity;
 mod vectors;
 

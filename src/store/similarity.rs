@@ -13,7 +13,10 @@ use rustc_hash::FxHashMap;
 
 use super::cooccurrence::Row;
 use super::prefetch::prefetch_ahead;
-use super::vectors::VectorChunks;
+#[cfg(target_arch = "x86_64")]
+use super::quant::idot_avx2;
+use super::quant::{has_avx2, idot, QueryCodes};
+use super::vectors::{VecChunk, VectorChunks};
 use super::{Metric, Scored};
 
 /// Lanes of the unrolled kernels: 8 independent accumulators let the compiler
@@ -209,22 +212,25 @@ pub(crate) fn vector_top_k<'a>(
     name: impl Fn(u32) -> &'a Arc<str> + Sync,
 ) -> Vec<Cand<'a>> {
     let qn = norm(q);
-    let scan = |part| {
+    let codes = if k == 0 {
+        None
+    } else {
+        QueryCodes::new(metric, q, qn)
+    };
+    let avx2 = has_avx2();
+    let scan = |part: &[Arc<VecChunk>]| {
         let mut top = TopK::new(k);
-        // Most scores cannot enter once the top k is full: compared here
-        // with the floor, they skip the call (a score equal to it may still
-        // enter by name, so only a lower one is skipped).
-        let mut floor = top.floor();
-        chunks.scan_part(part, |item, v, vn| {
-            // the chunk's values are read in order; past its end the
-            // address is only a hint
-            prefetch_ahead(v.as_ptr(), v.len() * PREFETCH_VECTORS, v.len());
-            let score = vector_score(metric, q, qn, v, vn);
-            if score.total_cmp(&floor) != Ordering::Less && Some(item) != exclude {
-                top.offer(score, item, || name(item));
-                floor = top.floor();
+        let mut offer = |item, v: &[f32], vn| {
+            top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+        };
+        match &codes {
+            Some(codes) => {
+                for (item, v, vn) in candidates(chunks.dim, part, codes, k, exclude, avx2) {
+                    offer(item, v, vn);
+                }
             }
-        });
+            None => scan_floats(chunks, part, metric, q, qn, exclude, &mut top, &name),
+        }
         top.into_sorted()
     };
     if chunks.len < PARALLEL_SCAN_MIN_VECTORS || chunks.chunks.len() < 2 {
@@ -248,6 +254,209 @@ pub(crate) fn vector_top_k<'a>(
     }
     top.into_sorted()
 }
+
+/// Offers every vector of `part` but `exclude` to `top`, scored exactly.
+#[allow(clippy::too_many_arguments)]
+fn scan_floats<'a>(
+    chunks: &VectorChunks,
+    part: &[Arc<VecChunk>],
+    metric: Metric,
+    q: &[f32],
+    qn: f32,
+    exclude: Option<u32>,
+    top: &mut TopK<'a>,
+    name: &impl Fn(u32) -> &'a Arc<str>,
+) {
+    // Most scores cannot enter once the top k is full: compared here
+    // with the floor, they skip the call (a score equal to it may still
+    // enter by name, so only a lower one is skipped).
+    let mut floor = top.floor();
+    chunks.scan_part(part, |item, v, vn| {
+        // the chunk's values are read in order; past its end the
+        // address is only a hint
+        prefetch_ahead(v.as_ptr(), v.len() * PREFETCH_VECTORS, v.len());
+        let score = vector_score(metric, q, qn, v, vn);
+        if score.total_cmp(&floor) != Ordering::Less && Some(item) != exclude {
+            top.offer(score, item, || name(item));
+            floor = top.floor();
+        }
+    });
+}
+
+/// The vectors of `part` (but `exclude`) that can be among the best `k` by
+/// the bounds of their codes (`quant.rs`): every one whose exact score can
+/// reach the `k`-th best lower bound of the part. As `(item, values, norm)`.
+fn candidates<'c>(
+    dim: usize,
+    part: &'c [Arc<VecChunk>],
+    codes: &QueryCodes,
+    k: usize,
+    exclude: Option<u32>,
+    avx2: bool,
+) -> impl Iterator<Item = (u32, &'c [f32], f32)> {
+    let mut found = Candidates::new(k);
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 was detected by `has_avx2`.
+        unsafe { first_pass_avx2(dim, part, codes, exclude, &mut found) };
+    } else {
+        first_pass(dim, part, codes, exclude, &mut found, idot);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = avx2;
+        first_pass(dim, part, codes, exclude, &mut found, idot);
+    }
+    let tau = found.tau;
+    found
+        .kept
+        .into_iter()
+        .filter(move |c| c.hi >= tau)
+        .filter_map(move |c| {
+            let chunk = part.get(c.chunk as usize)?;
+            let i = c.slot as usize;
+            Some((
+                *chunk.ids.get(i)?,
+                chunk.data.get(i * dim..(i + 1) * dim)?,
+                *chunk.norms.get(i)?,
+            ))
+        })
+}
+
+/// A vector that passed the first pass, with the upper end of its bound.
+struct Kept {
+    hi: f64,
+    chunk: u32,
+    slot: u32,
+}
+
+/// The first pass's state: the `k` best lower bounds so far (their least is
+/// `tau`, `-inf` until there are `k`) and the vectors whose upper bound
+/// reached `tau` when they were seen (`tau` only rises).
+struct Candidates {
+    k: usize,
+    lows: BinaryHeap<std::cmp::Reverse<Bound>>,
+    tau: f64,
+    kept: Vec<Kept>,
+}
+
+/// An `f64` ordered by `total_cmp`.
+#[derive(PartialEq)]
+struct Bound(f64);
+impl Eq for Bound {}
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Bound {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Candidates {
+    fn new(k: usize) -> Self {
+        Candidates {
+            k,
+            lows: BinaryHeap::with_capacity(k.min(4096) + 1),
+            tau: f64::NEG_INFINITY,
+            kept: Vec::new(),
+        }
+    }
+
+    /// A vector whose score lies in `[lo / p, hi / p]` (`p > 0`).
+    #[inline(always)]
+    fn see(&mut self, lo: f64, hi: f64, p: f64, chunk: usize, slot: usize) {
+        // `tau * p` is `-inf` while `tau` is; the bounds carry margins far
+        // larger than the roundings of these products
+        let floor = self.tau * p;
+        if hi < floor {
+            return;
+        }
+        self.kept.push(Kept {
+            hi: hi / p,
+            chunk: chunk as u32,
+            slot: slot as u32,
+        });
+        if lo > floor {
+            self.lows.push(std::cmp::Reverse(Bound(lo / p)));
+            if self.lows.len() > self.k {
+                self.lows.pop();
+            }
+            if self.lows.len() == self.k {
+                self.tau = self.lows.peek().map_or(f64::NEG_INFINITY, |b| b.0 .0);
+            }
+        }
+    }
+
+    /// A vector with no bound: always scored.
+    fn keep(&mut self, chunk: usize, slot: usize) {
+        self.kept.push(Kept {
+            hi: f64::INFINITY,
+            chunk: chunk as u32,
+            slot: slot as u32,
+        });
+    }
+}
+
+/// Bounds every vector of `part` from its codes with `kernel` (`idot` or an
+/// equal one) into `found`.
+#[inline(always)]
+fn first_pass(
+    dim: usize,
+    part: &[Arc<VecChunk>],
+    codes: &QueryCodes,
+    exclude: Option<u32>,
+    found: &mut Candidates,
+    kernel: impl Fn(&[i16], &[i8]) -> i32,
+) {
+    if dim == 0 {
+        return;
+    }
+    for (ci, chunk) in part.iter().enumerate() {
+        let slots = chunk
+            .codes
+            .chunks_exact(dim)
+            .zip(&chunk.quant)
+            .zip(chunk.norms.iter().zip(&chunk.ids));
+        for (i, ((c, info), (&vn, &id))) in slots.enumerate() {
+            // read in order; past the chunk's end the address is only a hint
+            prefetch_ahead(c.as_ptr(), dim * PREFETCH_CODES, dim);
+            if Some(id) == exclude {
+                continue;
+            }
+            if info.bounded() {
+                let (lo, hi, p) = codes.bounds(kernel(&codes.codes, c), info, vn);
+                found.see(lo, hi, p, ci, i);
+            } else {
+                found.keep(ci, i);
+            }
+        }
+    }
+}
+
+/// `first_pass` with the AVX2 kernel.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn first_pass_avx2(
+    dim: usize,
+    part: &[Arc<VecChunk>],
+    codes: &QueryCodes,
+    exclude: Option<u32>,
+    found: &mut Candidates,
+) {
+    // SAFETY: this function only runs where AVX2 is supported.
+    first_pass(dim, part, codes, exclude, found, |q, c| unsafe {
+        idot_avx2(q, c)
+    });
+}
+
+/// How far ahead the first pass prefetches: 32 vectors of 128 codes.
+const PREFETCH_CODES: usize = 32;
 
 /// How far ahead the vector scan prefetches: 8 vectors of 128 values are
 /// 4 KiB.
@@ -438,6 +647,59 @@ mod tests {
                     let ids =
                         |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
                     assert_eq!(ids(&got), ids(&want), "{metric:?} k = {k} exclude {exclude:?}");
+                }
+            }
+        }
+    }
+
+    /// With values of every kind the codes' first pass meets (close to the
+    /// query and to each other, exact copies whose ties go by name, vectors
+    /// with no bound), the scan keeps exactly what scoring every vector keeps.
+    #[test]
+    fn the_first_pass_over_codes_keeps_what_scoring_every_vector_keeps() {
+        use super::super::vectors::VectorStore;
+        use crate::protocol::parse::tests::xorshift;
+        let mut rng = xorshift(5);
+        let mut unit = move || (rng() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        for (n, dim) in [(40_000u32, 24usize), (3_000, 128)] {
+            let names: Vec<Arc<str>> = (0..n)
+                .map(|i| Arc::from(format!("n{}", (u64::from(i) * 7919) % u64::from(n))))
+                .collect();
+            let name = |i: u32| &names[i as usize];
+            let q: Vec<f32> = (0..dim).map(|_| unit()).collect();
+            let mut store = VectorStore::new(dim);
+            for item in 0..n {
+                let noise = [1e-1f32, 1e-3, 1e-5, 1e-7][item as usize % 4];
+                let v: Vec<f32> = match item % 50 {
+                    // no bound: zero, too small, too large
+                    0 => vec![0.0; dim],
+                    1 => q.iter().map(|x| x * 1e-13).collect(),
+                    2 => q.iter().map(|x| x * 1e13).collect(),
+                    // exact copies of the query, scaled: equal cosines
+                    3 | 4 => q.iter().map(|x| x * 2.0).collect(),
+                    // a few values apart from the query
+                    _ => q.iter().map(|x| x + noise * unit()).collect(),
+                };
+                store.insert(item, &v).expect("insert");
+            }
+            let chunks = store.chunks();
+            for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
+                for query in [q.clone(), q.iter().map(|x| -x * 3.0).collect()] {
+                    let qn = norm(&query);
+                    for (k, exclude) in [(1, None), (10, Some(7)), (100, None), (2_000, Some(3))] {
+                        let got = vector_top_k(chunks, metric, &query, k, exclude, name);
+                        let mut all = TopK::new(k);
+                        chunks.scan(|item, v, vn| {
+                            if Some(item) != exclude {
+                                all.offer(vector_score(metric, &query, qn, v, vn), item, || name(item));
+                            }
+                        });
+                        let want = all.into_sorted();
+                        let ids = |c: &[Cand<'_>]| {
+                            c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>()
+                        };
+                        assert_eq!(ids(&got), ids(&want), "{metric:?} n {n} k = {k}");
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::quant::{quantize, QInfo};
 use super::similarity::norm;
 use super::StoreError;
 
@@ -28,6 +29,19 @@ pub(crate) struct VecChunk {
     pub(crate) norms: Vec<f32>,
     /// Item number of each slot.
     pub(crate) ids: Vec<u32>,
+    /// `ids.len() * dim` codes: the values rounded to `i8` (`quant.rs`).
+    pub(crate) codes: Vec<i8>,
+    /// Each slot's rounding.
+    pub(crate) quant: Vec<QInfo>,
+}
+
+impl VecChunk {
+    /// Sets slot `i` (which exists) to `values` with norm `n`.
+    fn set(&mut self, i: usize, dim: usize, values: &[f32], n: f32) {
+        self.data[i * dim..(i + 1) * dim].copy_from_slice(values);
+        self.norms[i] = n;
+        self.quant[i] = quantize(values, &mut self.codes[i * dim..(i + 1) * dim]);
+    }
 }
 
 /// The frozen part of a `VectorStore`: enough to scan and list vectors.
@@ -156,9 +170,7 @@ impl VectorStore {
                     .get_mut(slot / CHUNK_VECS)
                     .expect("slot_of points at live slots"),
             );
-            let i = slot % CHUNK_VECS;
-            chunk.data[i * dim..(i + 1) * dim].copy_from_slice(values);
-            chunk.norms[i] = n;
+            chunk.set(slot % CHUNK_VECS, dim, values, n);
             return Ok(());
         }
         let slot = u32::try_from(f.len).expect("fewer than 2^32 vectors");
@@ -167,12 +179,17 @@ impl VectorStore {
                 data: Vec::with_capacity(CHUNK_VECS * dim),
                 norms: Vec::with_capacity(CHUNK_VECS),
                 ids: Vec::with_capacity(CHUNK_VECS),
+                codes: Vec::with_capacity(CHUNK_VECS * dim),
+                quant: Vec::with_capacity(CHUNK_VECS),
             }));
         }
         let chunk = Arc::make_mut(f.chunks.last_mut().expect("a chunk was just ensured"));
         chunk.data.extend_from_slice(values);
         chunk.norms.push(n);
         chunk.ids.push(item);
+        chunk.codes.resize(chunk.ids.len() * dim, 0);
+        let codes = &mut chunk.codes[(chunk.ids.len() - 1) * dim..];
+        chunk.quant.push(quantize(values, codes));
         f.len += 1;
         self.slot_of.insert(item, slot);
         Ok(())
@@ -195,15 +212,16 @@ impl VectorStore {
             };
             let c = Arc::make_mut(&mut f.chunks[slot / CHUNK_VECS]);
             let i = slot % CHUNK_VECS;
-            c.data[i * dim..(i + 1) * dim].copy_from_slice(&moved);
-            c.norms[i] = moved_norm;
+            c.set(i, dim, &moved, moved_norm);
             c.ids[i] = moved_id;
             self.slot_of.insert(moved_id, slot as u32);
         }
         let c = Arc::make_mut(f.chunks.last_mut().expect("len > 0 means a chunk"));
         c.ids.pop();
         c.norms.pop();
+        c.quant.pop();
         c.data.truncate(c.ids.len() * dim);
+        c.codes.truncate(c.ids.len() * dim);
         if c.ids.is_empty() {
             f.chunks.pop();
         }
@@ -217,7 +235,8 @@ impl VectorStore {
     /// Rough heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
         let f = &self.frozen;
-        f.chunks.len() * CHUNK_VECS * (f.dim * 4 + 8) + self.slot_of.capacity() * 9
+        f.chunks.len() * CHUNK_VECS * (f.dim * 5 + 8 + std::mem::size_of::<QInfo>())
+            + self.slot_of.capacity() * 9
     }
 }
 
@@ -245,6 +264,39 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen, n - 2);
+    }
+
+    /// Every slot's codes and rounding are those of its values, after
+    /// inserts, replacements and swap-removes.
+    #[test]
+    fn codes_follow_the_values_through_replace_and_remove() {
+        let mut s = VectorStore::new(0);
+        let n = CHUNK_VECS as u32 * 2 + 5;
+        let v = |i: u32, r: f32| [i as f32 * r, 1.0, -(i as f32) / 7.0];
+        for i in 0..n {
+            s.insert(i, &v(i, 1.0)).expect("valid");
+        }
+        for i in (0..n).step_by(3) {
+            s.insert(i, &v(i, -2.5)).expect("valid");
+        }
+        for i in (0..n).step_by(5) {
+            assert!(s.remove(i));
+        }
+        let f = s.chunks();
+        let mut seen = 0;
+        for chunk in &f.chunks {
+            assert_eq!(chunk.codes.len(), chunk.ids.len() * f.dim);
+            assert_eq!(chunk.quant.len(), chunk.ids.len());
+            for (i, &id) in chunk.ids.iter().enumerate() {
+                let values = &chunk.data[i * f.dim..(i + 1) * f.dim];
+                assert_eq!(values, v(id, if id % 3 == 0 { -2.5 } else { 1.0 }));
+                let mut want = vec![0i8; f.dim];
+                assert_eq!(chunk.quant[i], quantize(values, &mut want));
+                assert_eq!(&chunk.codes[i * f.dim..(i + 1) * f.dim], &want[..]);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, s.len());
     }
 
     #[test]
