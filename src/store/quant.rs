@@ -64,15 +64,29 @@ impl QInfo {
 /// Rounds `values` into `out` (same length) and describes the rounding;
 /// `out` is all zeros and the result `UNBOUNDED` when no bound is sound.
 pub(crate) fn quantize(values: &[f32], out: &mut [i8]) -> QInfo {
-    let mut max = 0.0f32;
-    let mut finite = true;
-    for v in values {
-        finite &= v.is_finite();
-        max = max.max(v.abs());
+    // eight lanes and comparisons rather than `f32::max`, so the loops
+    // vectorise (a VECSET and a LOAD pay for this once per vector)
+    let mut max = [0.0f32; 8];
+    let mut finite = [true; 8];
+    let lanes = values.chunks_exact(8);
+    for &v in lanes.remainder() {
+        finite[0] &= v.is_finite();
+        if v.abs() > max[0] {
+            max[0] = v.abs();
+        }
     }
+    for c in lanes {
+        for i in 0..8 {
+            finite[i] &= c[i].is_finite();
+            if c[i].abs() > max[i] {
+                max[i] = c[i].abs();
+            }
+        }
+    }
+    let max = max.iter().fold(0.0f32, |m, &x| if x > m { x } else { m });
     if values.len() > MAX_DIM
         || values.len() != out.len()
-        || !finite
+        || finite.contains(&false)
         || !(MIN_MAGNITUDE..=MAX_MAGNITUDE).contains(&max)
     {
         out.fill(0);
@@ -81,20 +95,37 @@ pub(crate) fn quantize(values: &[f32], out: &mut [i8]) -> QInfo {
     let scale = (f64::from(max) / 127.0) as f32;
     let s = f64::from(scale);
     let inv = 1.0 / s;
-    let mut err = 0.0f64;
-    let mut l1 = 0u32;
-    for (o, &v) in out.iter_mut().zip(values) {
+    let mut err = [0.0f64; 4];
+    let mut l1 = [0u32; 4];
+    let mut step = |o: &mut i8, v: f32, i: usize| {
         let v = f64::from(v);
-        let c = (v * inv).round().clamp(-127.0, 127.0);
-        // the residual is measured, so any rounding of `v * inv` is fine
-        err = err.max((v - s * c).abs());
-        l1 += c.abs() as u32;
+        // to nearest, halves away from zero, by truncation (`f64::round` is
+        // a library call on baseline x86-64); the residual is measured, so
+        // any rounding of `v * inv` would do
+        let x = (v * inv).clamp(-127.0, 127.0);
+        let c = ((x + 0.5f64.copysign(x)) as i32).clamp(-127, 127);
+        let r = (v - s * f64::from(c)).abs();
+        if r > err[i] {
+            err[i] = r;
+        }
+        l1[i] += c.unsigned_abs();
         *o = c as i8;
+    };
+    let mut outs = out.chunks_exact_mut(4);
+    let mut vals = values.chunks_exact(4);
+    for (o, v) in (&mut outs).zip(&mut vals) {
+        for i in 0..4 {
+            step(&mut o[i], v[i], i);
+        }
     }
+    for (o, &v) in outs.into_remainder().iter_mut().zip(vals.remainder()) {
+        step(o, v, 0);
+    }
+    let err = err.iter().fold(0.0f64, |m, &x| if x > m { x } else { m });
     QInfo {
         scale,
         err: round_up(err * (1.0 + 1e-6)),
-        l1: l1 as f32,
+        l1: l1.iter().sum::<u32>() as f32,
     }
 }
 
@@ -303,6 +334,12 @@ mod tests {
         ] {
             assert_eq!(quantize(&v, &mut c), QInfo::UNBOUNDED, "{v:?}");
             assert_eq!(c, [0, 0, 0]);
+        }
+        // NaN (which no comparison catches) among the first eight, or the ninth
+        for at in [5, 8] {
+            let mut v = vec![1.0f32; 9];
+            v[at] = f32::NAN;
+            assert_eq!(quantize(&v, &mut [0; 9]), QInfo::UNBOUNDED);
         }
         let mut big = vec![0i8; MAX_DIM + 1];
         assert!(!quantize(&vec![1.0; MAX_DIM + 1], &mut big).bounded());
