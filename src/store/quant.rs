@@ -93,38 +93,36 @@ pub(crate) fn quantize(values: &[f32], out: &mut [i8]) -> QInfo {
         return QInfo::UNBOUNDED;
     }
     let scale = (f64::from(max) / 127.0) as f32;
-    let s = f64::from(scale);
-    let inv = 1.0 / s;
-    let mut err = [0.0f64; 4];
-    let mut l1 = [0u32; 4];
-    let mut step = |o: &mut i8, v: f32, i: usize| {
-        let v = f64::from(v);
-        // to nearest, halves away from zero, by truncation (`f64::round` is
-        // a library call on baseline x86-64); the residual is measured, so
-        // any rounding of `v * inv` would do
+    let inv = 1.0 / scale;
+    // To nearest, halves away from zero, by truncation (`round` is a
+    // library call on baseline x86-64); the residual is measured, so any
+    // rounding of `v * inv` would do.
+    for (o, &v) in out.iter_mut().zip(values) {
         let x = (v * inv).clamp(-127.0, 127.0);
-        let c = ((x + 0.5f64.copysign(x)) as i32).clamp(-127, 127);
-        let r = (v - s * f64::from(c)).abs();
-        if r > err[i] {
-            err[i] = r;
-        }
-        l1[i] += c.unsigned_abs();
-        *o = c as i8;
+        *o = (x + 0.5f32.copysign(x)) as i8;
+    }
+    // The residuals in `f32`, in eight lanes: `fl(v - fl(scale * c))` is
+    // within `u * |scale * c| + u * |r|` of the residual `r` (`u = 2^-24`,
+    // `|scale * c| <= 1.01 * max`), which the margins of `err` cover.
+    let mut err = [0.0f32; 8];
+    let mut l1 = [0u32; 8];
+    let mut step = |c: i8, v: f32, i: usize| {
+        err[i] = err[i].max((v - scale * f32::from(c)).abs());
+        l1[i] += u32::from(c.unsigned_abs());
     };
-    let mut outs = out.chunks_exact_mut(4);
-    let mut vals = values.chunks_exact(4);
-    for (o, v) in (&mut outs).zip(&mut vals) {
-        for i in 0..4 {
-            step(&mut o[i], v[i], i);
+    let (codes, vals) = (out.chunks_exact(8), values.chunks_exact(8));
+    for (&c, &v) in codes.remainder().iter().zip(vals.remainder()) {
+        step(c, v, 0);
+    }
+    for (c, v) in codes.zip(vals) {
+        for i in 0..8 {
+            step(c[i], v[i], i);
         }
     }
-    for (o, &v) in outs.into_remainder().iter_mut().zip(vals.remainder()) {
-        step(o, v, 0);
-    }
-    let err = err.iter().fold(0.0f64, |m, &x| if x > m { x } else { m });
+    let err = err.iter().fold(0.0f32, |m, &x| if x > m { x } else { m });
     QInfo {
         scale,
-        err: round_up(err * (1.0 + 1e-6)),
+        err: round_up(f64::from(err) * (1.0 + 1e-6) + f64::from(max) * 1.2e-7),
         l1: l1.iter().sum::<u32>() as f32,
     }
 }
