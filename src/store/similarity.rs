@@ -605,6 +605,29 @@ mod tests {
         }
     }
 
+    /// `vector_top_k` returns, scores' bits included, what offering every
+    /// vector but `exclude` to a `TopK` keeps.
+    fn assert_scan_keeps_what_offering_every_vector_keeps<'a>(
+        chunks: &VectorChunks,
+        metric: Metric,
+        q: &[f32],
+        k: usize,
+        exclude: Option<u32>,
+        name: impl Fn(u32) -> &'a Arc<str> + Sync,
+    ) {
+        let got = vector_top_k(chunks, metric, q, k, exclude, &name);
+        let qn = norm(q);
+        let mut all = TopK::new(k);
+        chunks.scan(|item, v, vn| {
+            if Some(item) != exclude {
+                all.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+            }
+        });
+        let want = all.into_sorted();
+        let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
+        assert_eq!(ids(&got), ids(&want), "{metric:?} k = {k} exclude {exclude:?}");
+    }
+
     /// The scan skips scores below its top k's floor before offering them;
     /// it must keep what offering every vector keeps: ties broken by name
     /// included, on both halves of a split scan, with an excluded item.
@@ -632,21 +655,10 @@ mod tests {
         }
         let chunks = store.chunks();
         let q = [1.0, 0.0, -1.0, 0.0];
-        let qn = norm(&q);
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             for exclude in [None, Some(5)] {
                 for k in [0, 1, 3, 10, 100] {
-                    let got = vector_top_k(chunks, metric, &q, k, exclude, name);
-                    let mut all = TopK::new(k);
-                    chunks.scan(|item, v, vn| {
-                        if Some(item) != exclude {
-                            all.offer(vector_score(metric, &q, qn, v, vn), item, || name(item));
-                        }
-                    });
-                    let want = all.into_sorted();
-                    let ids =
-                        |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
-                    assert_eq!(ids(&got), ids(&want), "{metric:?} k = {k} exclude {exclude:?}");
+                    assert_scan_keeps_what_offering_every_vector_keeps(chunks, metric, &q, k, exclude, name);
                 }
             }
         }
@@ -685,20 +697,10 @@ mod tests {
             let chunks = store.chunks();
             for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
                 for query in [q.clone(), q.iter().map(|x| -x * 3.0).collect()] {
-                    let qn = norm(&query);
                     for (k, exclude) in [(1, None), (10, Some(7)), (100, None), (2_000, Some(3))] {
-                        let got = vector_top_k(chunks, metric, &query, k, exclude, name);
-                        let mut all = TopK::new(k);
-                        chunks.scan(|item, v, vn| {
-                            if Some(item) != exclude {
-                                all.offer(vector_score(metric, &query, qn, v, vn), item, || name(item));
-                            }
-                        });
-                        let want = all.into_sorted();
-                        let ids = |c: &[Cand<'_>]| {
-                            c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>()
-                        };
-                        assert_eq!(ids(&got), ids(&want), "{metric:?} n {n} k = {k}");
+                        assert_scan_keeps_what_offering_every_vector_keeps(
+                            chunks, metric, &query, k, exclude, name,
+                        );
                     }
                 }
             }
