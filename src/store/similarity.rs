@@ -217,19 +217,23 @@ pub(crate) fn vector_top_k<'a>(
     } else {
         QueryCodes::new(metric, q, qn)
     };
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let avx2 = has_avx2();
     let scan = |part: &[Arc<VecChunk>]| {
         let mut top = TopK::new(k);
-        let mut offer = |item, v: &[f32], vn| {
-            top.offer(vector_score(metric, q, qn, v, vn), item, || name(item));
+        let exact = Exact {
+            metric,
+            q,
+            qn,
+            exclude,
+            name: &name,
         };
         match &codes {
-            Some(codes) => {
-                for (item, v, vn) in candidates(chunks.dim, part, codes, k, exclude, avx2) {
-                    offer(item, v, vn);
-                }
-            }
-            None => scan_floats(chunks, part, metric, q, qn, exclude, &mut top, &name),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 was detected by `has_avx2`.
+            Some(codes) if avx2 => unsafe { first_pass_avx2(chunks.dim, part, codes, &exact, &mut top) },
+            Some(codes) => first_pass(chunks.dim, part, codes, &exact, &mut top, idot),
+            None => scan_floats(chunks, part, &exact, &mut top),
         }
         top.into_sorted()
     };
@@ -255,17 +259,21 @@ pub(crate) fn vector_top_k<'a>(
     top.into_sorted()
 }
 
-/// Offers every vector of `part` but `exclude` to `top`, scored exactly.
-#[allow(clippy::too_many_arguments)]
-fn scan_floats<'a>(
-    chunks: &VectorChunks,
-    part: &[Arc<VecChunk>],
+/// What a scan scores vectors against, exactly.
+struct Exact<'q, N> {
     metric: Metric,
-    q: &[f32],
+    q: &'q [f32],
     qn: f32,
     exclude: Option<u32>,
+    name: &'q N,
+}
+
+/// Offers every vector of `part` but `exclude` to `top`, scored exactly.
+fn scan_floats<'a, N: Fn(u32) -> &'a Arc<str>>(
+    chunks: &VectorChunks,
+    part: &[Arc<VecChunk>],
+    exact: &Exact<'_, N>,
     top: &mut TopK<'a>,
-    name: &impl Fn(u32) -> &'a Arc<str>,
 ) {
     // Most scores cannot enter once the top k is full: compared here
     // with the floor, they skip the call (a score equal to it may still
@@ -275,163 +283,58 @@ fn scan_floats<'a>(
         // the chunk's values are read in order; past its end the
         // address is only a hint
         prefetch_ahead(v.as_ptr(), v.len() * PREFETCH_VECTORS, v.len());
-        let score = vector_score(metric, q, qn, v, vn);
-        if score.total_cmp(&floor) != Ordering::Less && Some(item) != exclude {
-            top.offer(score, item, || name(item));
+        let score = vector_score(exact.metric, exact.q, exact.qn, v, vn);
+        if score.total_cmp(&floor) != Ordering::Less && Some(item) != exact.exclude {
+            top.offer(score, item, || (exact.name)(item));
             floor = top.floor();
         }
     });
 }
 
-/// The vectors of `part` (but `exclude`) that can be among the best `k` by
-/// the bounds of their codes (`quant.rs`): every one whose exact score can
-/// reach the `k`-th best lower bound of the part. As `(item, values, norm)`.
-fn candidates<'c>(
-    dim: usize,
-    part: &'c [Arc<VecChunk>],
-    codes: &QueryCodes,
-    k: usize,
-    exclude: Option<u32>,
-    avx2: bool,
-) -> impl Iterator<Item = (u32, &'c [f32], f32)> {
-    let mut found = Candidates::new(k);
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: AVX2 was detected by `has_avx2`.
-        unsafe { first_pass_avx2(dim, part, codes, exclude, &mut found) };
-    } else {
-        first_pass(dim, part, codes, exclude, &mut found, idot);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = avx2;
-        first_pass(dim, part, codes, exclude, &mut found, idot);
-    }
-    let tau = found.tau;
-    found
-        .kept
-        .into_iter()
-        .filter(move |c| c.hi >= tau)
-        .filter_map(move |c| {
-            let chunk = part.get(c.chunk as usize)?;
-            let i = c.slot as usize;
-            Some((
-                *chunk.ids.get(i)?,
-                chunk.data.get(i * dim..(i + 1) * dim)?,
-                *chunk.norms.get(i)?,
-            ))
-        })
-}
-
-/// A vector that passed the first pass, with the upper end of its bound.
-struct Kept {
-    hi: f64,
-    chunk: u32,
-    slot: u32,
-}
-
-/// The first pass's state: the `k` best lower bounds so far (their least is
-/// `tau`, `-inf` until there are `k`) and the vectors whose upper bound
-/// reached `tau` when they were seen (`tau` only rises).
-struct Candidates {
-    k: usize,
-    lows: BinaryHeap<std::cmp::Reverse<Bound>>,
-    tau: f64,
-    kept: Vec<Kept>,
-}
-
-/// An `f64` ordered by `total_cmp`.
-#[derive(PartialEq)]
-struct Bound(f64);
-impl Eq for Bound {}
-impl PartialOrd for Bound {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Bound {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-impl Candidates {
-    fn new(k: usize) -> Self {
-        Candidates {
-            k,
-            lows: BinaryHeap::with_capacity(k.min(4096) + 1),
-            tau: f64::NEG_INFINITY,
-            kept: Vec::new(),
-        }
-    }
-
-    /// A vector whose score lies in `[lo / p, hi / p]` (`p > 0`).
-    #[inline(always)]
-    fn see(&mut self, lo: f64, hi: f64, p: f64, chunk: usize, slot: usize) {
-        // `tau * p` is `-inf` while `tau` is; the bounds carry margins far
-        // larger than the roundings of these products
-        let floor = self.tau * p;
-        if hi < floor {
-            return;
-        }
-        self.kept.push(Kept {
-            hi: hi / p,
-            chunk: chunk as u32,
-            slot: slot as u32,
-        });
-        if lo > floor {
-            self.lows.push(std::cmp::Reverse(Bound(lo / p)));
-            if self.lows.len() > self.k {
-                self.lows.pop();
-            }
-            if self.lows.len() == self.k {
-                self.tau = self.lows.peek().map_or(f64::NEG_INFINITY, |b| b.0 .0);
-            }
-        }
-    }
-
-    /// A vector with no bound: always scored.
-    fn keep(&mut self, chunk: usize, slot: usize) {
-        self.kept.push(Kept {
-            hi: f64::INFINITY,
-            chunk: chunk as u32,
-            slot: slot as u32,
-        });
-    }
-}
-
-/// Bounds every vector of `part` from its codes with `kernel` (`idot` or an
-/// equal one) into `found`.
+/// Offers to `top` every vector of `part` but `exclude` whose score can
+/// enter it, by the bound its codes give (`quant.rs`): a vector whose upper
+/// bound is below the floor of `top` (the `k`-th best exact score so far)
+/// cannot enter; every other one is scored exactly and offered. So `top`
+/// ends as if every vector had been offered. `kernel` is `idot` or one
+/// equal to it.
 #[inline(always)]
-fn first_pass(
+fn first_pass<'a, N: Fn(u32) -> &'a Arc<str>>(
     dim: usize,
     part: &[Arc<VecChunk>],
     codes: &QueryCodes,
-    exclude: Option<u32>,
-    found: &mut Candidates,
+    exact: &Exact<'_, N>,
+    top: &mut TopK<'a>,
     kernel: impl Fn(&[i16], &[i8]) -> i32,
 ) {
     if dim == 0 {
         return;
     }
-    for (ci, chunk) in part.iter().enumerate() {
+    // the floor only rises; `-inf` until `top` holds `k`
+    let mut floor = f64::from(top.floor());
+    for chunk in part {
         let slots = chunk
             .codes
             .chunks_exact(dim)
             .zip(&chunk.quant)
+            .zip(chunk.data.chunks_exact(dim))
             .zip(chunk.norms.iter().zip(&chunk.ids));
-        for (i, ((c, info), (&vn, &id))) in slots.enumerate() {
+        for (((c, info), v), (&vn, &id)) in slots {
             // read in order; past the chunk's end the address is only a hint
             prefetch_ahead(c.as_ptr(), dim * PREFETCH_CODES, dim);
-            if Some(id) == exclude {
+            if Some(id) == exact.exclude {
                 continue;
             }
             if info.bounded() {
-                let (lo, hi, p) = codes.bounds(kernel(&codes.codes, c), info, vn);
-                found.see(lo, hi, p, ci, i);
-            } else {
-                found.keep(ci, i);
+                let (_, hi, p) = codes.bounds(kernel(&codes.codes, c), info, vn);
+                // `floor * p` is `-inf` while `floor` is; the bounds' margins
+                // are far wider than the rounding of this product
+                if hi < floor * p {
+                    continue;
+                }
             }
+            let score = vector_score(exact.metric, exact.q, exact.qn, v, vn);
+            top.offer(score, id, || (exact.name)(id));
+            floor = f64::from(top.floor());
         }
     }
 }
@@ -442,17 +345,15 @@ fn first_pass(
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn first_pass_avx2(
+unsafe fn first_pass_avx2<'a, N: Fn(u32) -> &'a Arc<str>>(
     dim: usize,
     part: &[Arc<VecChunk>],
     codes: &QueryCodes,
-    exclude: Option<u32>,
-    found: &mut Candidates,
+    exact: &Exact<'_, N>,
+    top: &mut TopK<'a>,
 ) {
     // SAFETY: this function only runs where AVX2 is supported.
-    first_pass(dim, part, codes, exclude, found, |q, c| unsafe {
-        idot_avx2(q, c)
-    });
+    first_pass(dim, part, codes, exact, top, |q, c| unsafe { idot_avx2(q, c) });
 }
 
 /// How far ahead the first pass prefetches: 32 vectors of 128 codes.
@@ -626,6 +527,19 @@ mod tests {
         let want = all.into_sorted();
         let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
         assert_eq!(ids(&got), ids(&want), "{metric:?} k = {k} exclude {exclude:?}");
+        // the first pass with the portable kernel too, whatever this CPU runs
+        if let Some(codes) = QueryCodes::new(metric, q, qn).filter(|_| k > 0) {
+            let exact = Exact {
+                metric,
+                q,
+                qn,
+                exclude,
+                name: &name,
+            };
+            let mut top = TopK::new(k);
+            first_pass(chunks.dim, &chunks.chunks, &codes, &exact, &mut top, idot);
+            assert_eq!(ids(&top.into_sorted()), ids(&want), "portable {metric:?} k = {k}");
+        }
     }
 
     /// The scan skips scores below its top k's floor before offering them;
