@@ -7,9 +7,9 @@
 //! interval that holds the score the exact `f32` kernel computes
 //! (`similarity::vector_score`), with a margin for that kernel's own
 //! rounding. `similarity::vector_top_k` scans the codes (a quarter of the
-//! floats' bytes), keeps the vectors whose interval reaches the `k`-th best
-//! lower end, and scores only those exactly: the same results, bit for bit,
-//! as scoring every vector.
+//! floats' bytes) and scores exactly only the vectors whose upper bound
+//! reaches the floor of its top `k` so far (the `k`-th best exact score):
+//! the same results, bit for bit, as scoring every vector.
 //!
 //! The bound. With `q = sq*d + f` and `v = sv*c + e` (`|f_i| <= errq`,
 //! `|e_i| <= errv`):
