@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::quant::{quantize, QInfo};
+use super::quant::{quantize, QInfo, MAX_DIM};
 use super::similarity::norm;
 use super::StoreError;
 
@@ -29,10 +29,21 @@ pub(crate) struct VecChunk {
     pub(crate) norms: Vec<f32>,
     /// Item number of each slot.
     pub(crate) ids: Vec<u32>,
-    /// `ids.len() * dim` codes: the values rounded to `i8` (`quant.rs`).
+    /// `ids.len() * code_len(dim)` codes: the values rounded to `i8`
+    /// (`quant.rs`).
     pub(crate) codes: Vec<i8>,
     /// Each slot's rounding.
     pub(crate) quant: Vec<QInfo>,
+}
+
+/// Codes per vector: none above `quant::MAX_DIM`, where they would give no
+/// bound (such vectors are always scored in full).
+pub(crate) fn code_len(dim: usize) -> usize {
+    if dim <= MAX_DIM {
+        dim
+    } else {
+        0
+    }
 }
 
 impl VecChunk {
@@ -40,7 +51,8 @@ impl VecChunk {
     fn set(&mut self, i: usize, dim: usize, values: &[f32], n: f32) {
         self.data[i * dim..(i + 1) * dim].copy_from_slice(values);
         self.norms[i] = n;
-        self.quant[i] = quantize(values, &mut self.codes[i * dim..(i + 1) * dim]);
+        let cl = code_len(dim);
+        self.quant[i] = quantize(values, &mut self.codes[i * cl..(i + 1) * cl]);
     }
 }
 
@@ -179,7 +191,7 @@ impl VectorStore {
                 data: Vec::with_capacity(CHUNK_VECS * dim),
                 norms: Vec::with_capacity(CHUNK_VECS),
                 ids: Vec::with_capacity(CHUNK_VECS),
-                codes: Vec::with_capacity(CHUNK_VECS * dim),
+                codes: Vec::with_capacity(CHUNK_VECS * code_len(dim)),
                 quant: Vec::with_capacity(CHUNK_VECS),
             }));
         }
@@ -187,8 +199,9 @@ impl VectorStore {
         chunk.data.extend_from_slice(values);
         chunk.norms.push(n);
         chunk.ids.push(item);
-        chunk.codes.resize(chunk.ids.len() * dim, 0);
-        let codes = &mut chunk.codes[(chunk.ids.len() - 1) * dim..];
+        let cl = code_len(dim);
+        chunk.codes.resize(chunk.ids.len() * cl, 0);
+        let codes = &mut chunk.codes[(chunk.ids.len() - 1) * cl..];
         chunk.quant.push(quantize(values, codes));
         f.len += 1;
         self.slot_of.insert(item, slot);
@@ -221,7 +234,7 @@ impl VectorStore {
         c.norms.pop();
         c.quant.pop();
         c.data.truncate(c.ids.len() * dim);
-        c.codes.truncate(c.ids.len() * dim);
+        c.codes.truncate(c.ids.len() * code_len(dim));
         if c.ids.is_empty() {
             f.chunks.pop();
         }
@@ -235,7 +248,7 @@ impl VectorStore {
     /// Rough heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
         let f = &self.frozen;
-        f.chunks.len() * CHUNK_VECS * (f.dim * 5 + 8 + std::mem::size_of::<QInfo>())
+        f.chunks.len() * CHUNK_VECS * (f.dim * 4 + code_len(f.dim) + 8 + std::mem::size_of::<QInfo>())
             + self.slot_of.capacity() * 9
     }
 }
@@ -286,6 +299,7 @@ mod tests {
         let mut seen = 0;
         for chunk in &f.chunks {
             assert_eq!(chunk.codes.len(), chunk.ids.len() * f.dim);
+            assert_eq!(code_len(f.dim), f.dim);
             assert_eq!(chunk.quant.len(), chunk.ids.len());
             for (i, &id) in chunk.ids.iter().enumerate() {
                 let values = &chunk.data[i * f.dim..(i + 1) * f.dim];
@@ -297,6 +311,23 @@ mod tests {
             }
         }
         assert_eq!(seen, s.len());
+    }
+
+    /// Above `MAX_DIM` a vector keeps no codes, through replace and remove.
+    #[test]
+    fn vectors_above_the_codes_dimension_keep_none() {
+        let dim = MAX_DIM + 1;
+        let mut s = VectorStore::new(0);
+        for i in 0..3u32 {
+            s.insert(i, &vec![i as f32 + 1.0; dim]).expect("valid");
+        }
+        s.insert(1, &vec![7.0; dim]).expect("valid");
+        assert!(s.remove(0));
+        let chunk = &s.chunks().chunks[0];
+        assert!(chunk.codes.is_empty());
+        assert_eq!(chunk.quant, vec![QInfo::UNBOUNDED; 2]);
+        assert_eq!(s.get(1).expect("present").0, &vec![7.0; dim][..]);
+        assert_eq!(s.get(2).expect("present").0, &vec![3.0; dim][..]);
     }
 
     #[test]
