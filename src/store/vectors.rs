@@ -47,7 +47,7 @@ pub(crate) fn code_len(dim: usize) -> usize {
 }
 
 impl VecChunk {
-    /// Sets slot `i` (which exists) to `values` with norm `n`.
+    /// Sets slot `i` (which exists) to `values` with norm `n`, rounding them.
     fn set(&mut self, i: usize, dim: usize, values: &[f32], n: f32) {
         self.data[i * dim..(i + 1) * dim].copy_from_slice(values);
         self.norms[i] = n;
@@ -218,14 +218,25 @@ impl VectorStore {
         let slot = slot as usize;
         let last = f.len - 1;
         if slot != last {
-            let (moved_id, moved, moved_norm) = {
+            // the last slot moves as it is, its codes and rounding included
+            let cl = code_len(dim);
+            let (moved_id, moved, moved_norm, moved_codes, moved_quant) = {
                 let c = &f.chunks[last / CHUNK_VECS];
                 let i = last % CHUNK_VECS;
-                (c.ids[i], c.data[i * dim..(i + 1) * dim].to_vec(), c.norms[i])
+                (
+                    c.ids[i],
+                    c.data[i * dim..(i + 1) * dim].to_vec(),
+                    c.norms[i],
+                    c.codes[i * cl..(i + 1) * cl].to_vec(),
+                    c.quant[i],
+                )
             };
             let c = Arc::make_mut(&mut f.chunks[slot / CHUNK_VECS]);
             let i = slot % CHUNK_VECS;
-            c.set(i, dim, &moved, moved_norm);
+            c.data[i * dim..(i + 1) * dim].copy_from_slice(&moved);
+            c.norms[i] = moved_norm;
+            c.codes[i * cl..(i + 1) * cl].copy_from_slice(&moved_codes);
+            c.quant[i] = moved_quant;
             c.ids[i] = moved_id;
             self.slot_of.insert(moved_id, slot as u32);
         }
