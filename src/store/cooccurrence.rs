@@ -230,7 +230,35 @@ fn slots_for(n: usize) -> usize {
     (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(MIN_SLOTS)
 }
 
+/// Bits of a hint that hold the address (user-space addresses fit in 56 bits,
+/// even with 5-level paging); the bits above hold log2 of the table size.
+const HINT_ADDR_BITS: u32 = 56;
+
+/// The address of the slot a lookup of `key` starts at in the table that
+/// `hint` (from [`Row::hint`]) describes; `None` for a 0 hint.
+#[inline]
+fn hinted_line(hint: u64, key: u32) -> Option<usize> {
+    if hint == 0 {
+        return None;
+    }
+    let mask = (1usize << (hint >> HINT_ADDR_BITS)) - 1;
+    let slots = (hint & ((1 << HINT_ADDR_BITS) - 1)) as usize;
+    Some(slots.wrapping_add(home(key, mask) * std::mem::size_of::<Slot>()))
+}
+
 impl Row {
+    /// The address of this row's slots and log2 of their number, packed in
+    /// one word (0 for an empty or overlaid table): what
+    /// [`CoIndex::warm`] needs to find a key's first slot line.
+    fn hint(&self) -> u64 {
+        match &self.slots {
+            Table::Flat(s) if !s.is_empty() => {
+                (s.as_ptr() as usize as u64) | (u64::from(s.len().trailing_zeros()) << HINT_ADDR_BITS)
+            }
+            _ => 0,
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn get(&self, b: &u32) -> Option<&f32> {
         if self.slots.is_empty() {
@@ -495,6 +523,12 @@ pub(crate) struct CoIndex {
     rows: CowVec<Option<Arc<Row>>>,
     /// Directed entries over all rows.
     entries: u64,
+    /// Per item: where its row's slots were when last written (see
+    /// [`Row::hint`]), so the ingest can prefetch a partner's slot line
+    /// without waiting for the partner's row header first. Only ever used
+    /// as a prefetch address: a stale hint costs a useless prefetch, never
+    /// a wrong result.
+    hints: Vec<u64>,
 }
 
 impl CoIndex {
@@ -538,7 +572,9 @@ impl CoIndex {
                 added += 1;
             }
         }
+        let hint = row.hint();
         self.entries += added;
+        self.set_hint(a, hint);
         self.warm(a, partners);
         for &(b, p) in partners {
             if p == 0.0 || b == a {
@@ -549,23 +585,30 @@ impl CoIndex {
     }
 
     /// Prefetches, ahead of the updates, what `co[b][a]` for every partner
-    /// will read: first each partner's row header, then (once those have
-    /// arrived) the slot its lookup of `a` starts at. Each update of another
-    /// item's row is otherwise a chain of dependent cache misses (row header,
-    /// then slot); this lets the CPU overlap the misses of all partners. No
-    /// effect on the result.
+    /// will read: each partner's row header and the slot its lookup of `a`
+    /// starts at, the latter found from the partner's hint rather than its
+    /// header, so both misses of every partner are in flight at once. Each
+    /// update of another item's row is otherwise a chain of dependent cache
+    /// misses (row header, then slot). No effect on the result.
     fn warm(&self, a: u32, partners: &[(u32, f32)]) {
         for &(b, _) in partners {
             if let Some(Some(row)) = self.rows.get(b as usize) {
                 prefetch(Arc::as_ptr(row));
             }
-        }
-        for &(b, _) in partners {
-            if let Some(Some(row)) = self.rows.get(b as usize) {
-                if let Some(p) = row.line_of(a) {
-                    prefetch(p);
-                }
+            if let Some(line) = self.hints.get(b as usize).and_then(|&h| hinted_line(h, a)) {
+                prefetch(line as *const u8);
             }
+        }
+    }
+
+    /// Records where row `item`'s slots now are, for [`Self::warm`].
+    fn set_hint(&mut self, item: u32, hint: u64) {
+        let at = item as usize;
+        if self.hints.len() <= at {
+            self.hints.resize(at + 1, 0);
+        }
+        if let Some(h) = self.hints.get_mut(at) {
+            *h = hint;
         }
     }
 
@@ -584,13 +627,16 @@ impl CoIndex {
             parts.iter().flat_map(|p| p.iter()).filter(|&&(b, _)| b != item),
             total,
         );
-        self.entries += (row.len() - before) as u64;
+        let (added, hint) = ((row.len() - before) as u64, row.hint());
+        self.entries += added;
+        self.set_hint(item, hint);
     }
 
     fn update(&mut self, a: u32, b: u32, f: impl FnOnce(Option<f32>) -> f32) {
-        if self.row_mut(a).write(b, f) {
-            self.entries += 1;
-        }
+        let row = self.row_mut(a);
+        let (added, hint) = (row.write(b, f), row.hint());
+        self.entries += u64::from(added);
+        self.set_hint(a, hint);
     }
 
     /// Row `item` for writing: created if absent, copied first if a frozen
@@ -634,6 +680,12 @@ impl CoIndex {
             }
         });
         self.entries = entries;
+        // Decay rebuilt the rows it shrank: hint where they are now.
+        self.hints = self
+            .rows
+            .iter()
+            .map(|row| row.as_ref().map_or(0, |r| r.hint()))
+            .collect();
         DecayReport {
             pairs_before,
             pairs_after: self.pairs(),
@@ -648,7 +700,7 @@ impl CoIndex {
     /// Rough heap bytes: 8-byte slots at load 3/8..3/4 (~14 bytes per entry),
     /// plus row headers.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48
+        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48 + self.hints.capacity() * 8
     }
 }
 
@@ -885,6 +937,19 @@ mod tests {
             overlays += (0..12)
                 .filter(|&a| matches!(co.row(a).map(|r| &r.slots), Some(Table::Overlay(_))))
                 .count();
+            // Every flat row's hint leads where its own lookups start.
+            for a in 0..200u32 {
+                let Some(row) = co.rows().get(a as usize).and_then(|r| r.as_deref()) else {
+                    continue;
+                };
+                if let Table::Flat(_) = row.slots {
+                    let hint = co.hints.get(a as usize).copied().unwrap_or(0);
+                    for key in [0, 7, a, 1000] {
+                        let want = row.line_of(key).map(|p| p as usize);
+                        assert_eq!(hinted_line(hint, key), want, "hint of row {a} at step {step}");
+                    }
+                }
+            }
             if step % 50 == 0 {
                 assert_eq!(read(co.rows()), model, "live rows at step {step}");
                 for (k, (rows, want)) in images.iter().enumerate() {
