@@ -24,6 +24,7 @@ use super::split::{verify_parallel, PairWalker, Split};
 use super::{Header, SnapshotError};
 use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedVector, PairBatch, PairNamer};
 use crc32fast::Hasher;
+use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -800,17 +801,67 @@ pub(super) fn decode_events(
 /// whole records inside this window).
 const PAIR_WINDOW: usize = 64 * 1024;
 
+/// A name in a pair window: its bytes and, when it is at most 16 bytes long
+/// and 16 bytes can be read from where it starts, those bytes as a
+/// big-endian integer with everything after the name zeroed ([`Name::cmp`]).
+#[derive(Clone, Copy)]
+struct Name<'w> {
+    bytes: &'w [u8],
+    key: Option<u128>,
+}
+
+impl<'w> Name<'w> {
+    /// A name kept from an earlier window: compared byte by byte.
+    fn slow(bytes: &'w [u8]) -> Self {
+        Name { bytes, key: None }
+    }
+
+    /// Byte order of the names. Two short names compare by their keys and
+    /// then by length: past the shorter name both keys hold zeros, so equal
+    /// keys mean that the shorter is a prefix of the longer, which sorts
+    /// first.
+    #[inline(always)]
+    fn cmp(self, other: Name<'_>) -> Ordering {
+        match (self.key, other.key) {
+            (Some(x), Some(y)) => x.cmp(&y).then(self.bytes.len().cmp(&other.bytes.len())),
+            _ => self.bytes.cmp(other.bytes),
+        }
+    }
+}
+
+/// Bytes of names that get a key.
+const NAME_KEY_LEN: usize = std::mem::size_of::<u128>();
+
 /// One pair record as laid out in a window: `a`, `b` and the score, and
 /// where the next record starts. `None` unless the whole record is in view,
 /// both strings are non-empty UTF-8, and nothing in it needs an error message.
-fn pair_in_window(win: &[u8], at: usize) -> Option<(&[u8], &[u8], f32, usize)> {
-    fn str_at(win: &[u8], at: usize) -> Option<(&[u8], usize)> {
+#[inline(always)]
+fn pair_in_window(win: &[u8], at: usize) -> Option<(Name<'_>, Name<'_>, f32, usize)> {
+    #[inline(always)]
+    fn str_at(win: &[u8], at: usize) -> Option<(Name<'_>, usize)> {
         let len = u64::from_le_bytes(win.get(at..at.checked_add(8)?)?.try_into().ok()?);
         let start = at + 8;
-        let end = start.checked_add(usize::try_from(len).ok()?)?;
-        let s = win.get(start..end)?;
-        let valid = !s.is_empty() && (s.is_ascii() || std::str::from_utf8(s).is_ok());
-        valid.then_some((s, end))
+        let len = usize::try_from(len).ok()?;
+        let end = start.checked_add(len)?;
+        let bytes = win.get(start..end)?;
+        if (1..=NAME_KEY_LEN).contains(&len) {
+            if let Some(word) = win.get(start..start + NAME_KEY_LEN) {
+                let word = u128::from_be_bytes(word.try_into().ok()?);
+                let key = word & (u128::MAX << (8 * (NAME_KEY_LEN - len)));
+                // ASCII, so UTF-8, when no byte of the name has its top bit set.
+                let ascii = key & u128::from_ne_bytes([0x80; NAME_KEY_LEN]) == 0;
+                let valid = ascii || std::str::from_utf8(bytes).is_ok();
+                return valid.then_some((
+                    Name {
+                        bytes,
+                        key: Some(key),
+                    },
+                    end,
+                ));
+            }
+        }
+        let valid = !bytes.is_empty() && (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok());
+        valid.then_some((Name { bytes, key: None }, end))
     }
     let (a, at) = str_at(win, at)?;
     let (b, at) = str_at(win, at)?;
@@ -937,23 +988,30 @@ pub(super) fn decode_pair_run(
         // not fit or needs an error; the slow path below takes that one.
         let win = cur.window(PAIR_WINDOW)?;
         let mut at = 0usize;
-        let mut last: Option<(&[u8], &[u8])> = None;
+        let mut last: Option<(Name<'_>, Name<'_>)> = None;
         let mut staged: Vec<Staged<'_>> = Vec::with_capacity(if building { PAIR_STAGE } else { 0 });
         let mut touched = 0u32;
         while i < n {
             let Some((ra, rb, score, next)) = pair_in_window(win, at) else {
                 break;
             };
-            let (pa, pb) = last.unwrap_or((&prev_a, &prev_b));
-            let new_a = i == 0 || ra != pa;
-            let in_order = ra < rb && (i == 0 || if new_a { ra > pa } else { rb > pb });
+            let (pa, pb) = last.unwrap_or((Name::slow(&prev_a), Name::slow(&prev_b)));
+            let by_a = if i == 0 { Ordering::Greater } else { ra.cmp(pa) };
+            let new_a = by_a != Ordering::Equal;
+            // With the same `a`, `a < b` follows from `a < b' < b` for the
+            // previous pair's `b'` (checked when it was read).
+            let in_order = match by_a {
+                Ordering::Greater => ra.cmp(rb) == Ordering::Less,
+                Ordering::Equal => rb.cmp(pb) == Ordering::Greater,
+                Ordering::Less => false,
+            };
             if !(in_order && score.is_finite() && score > 0.0) {
                 break;
             }
             if building {
-                let hash = pairs.namer.hash(rb);
+                let hash = pairs.namer.hash(rb.bytes);
                 touched = touched.wrapping_add(pairs.namer.touch(hash));
-                staged.push((ra, rb, score, new_a, hash));
+                staged.push((ra.bytes, rb.bytes, score, new_a, hash));
                 if staged.len() >= PAIR_STAGE {
                     pairs.push_staged(&mut staged, sink)?;
                 }
@@ -965,8 +1023,8 @@ pub(super) fn decode_pair_run(
         pairs.push_staged(&mut staged, sink)?;
         std::hint::black_box(touched);
         if let Some((la, lb)) = last {
-            keep(&mut prev_a, la);
-            keep(&mut prev_b, lb);
+            keep(&mut prev_a, la.bytes);
+            keep(&mut prev_b, lb.bytes);
         }
         cur.consume(at);
         if at > 0 || i == n {
@@ -1098,4 +1156,99 @@ pub(super) fn decode_vectors(
         emit(sink, LoadBatch::Vectors(out))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::{pair_in_window, Name, NAME_KEY_LEN};
+
+    fn record(out: &mut Vec<u8>, a: &[u8], b: &[u8]) {
+        for s in [a, b] {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
+        }
+        out.extend_from_slice(&1.0f32.to_le_bytes());
+    }
+
+    /// Names of 1 to 20 bytes over NUL, `a`, `b` and the two bytes of `é`:
+    /// prefixes of each other, equal up to trailing NULs, on both sides of
+    /// the 16 bytes that get a key.
+    fn names() -> Vec<Vec<u8>> {
+        let parts: [&[u8]; 4] = [b"\0", b"a", b"b", "é".as_bytes()];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut out: Vec<Vec<u8>> = vec![b"a".to_vec(), b"a\0".to_vec(), b"a\0\0".to_vec(), b"b".to_vec()];
+        while out.len() < 120 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let want = 1 + (x % 20) as usize;
+            let mut s = Vec::new();
+            let mut y = x;
+            while s.len() < want {
+                s.extend_from_slice(parts[(y % 4) as usize]);
+                y /= 4;
+                if y == 0 {
+                    y = x.rotate_left(s.len() as u32) | 1;
+                }
+            }
+            let mut n = out[out.len() / 2].clone();
+            n.truncate(want / 2);
+            n.extend_from_slice(&s);
+            if std::str::from_utf8(&n).is_ok() {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn window_names_compare_in_byte_order() {
+        let names = names();
+        let short = names.iter().filter(|n| n.len() <= NAME_KEY_LEN).count();
+        assert!(
+            short > 10 && names.len() - short > 10,
+            "{short} of {}",
+            names.len()
+        );
+        for x in &names {
+            for y in &names {
+                // Two records, then bytes that are not zero, so that a key
+                // which kept what follows its name would compare wrongly.
+                let mut win = Vec::new();
+                record(&mut win, x, y);
+                let second = win.len();
+                record(&mut win, y, x);
+                win.extend_from_slice(&[0xAB; 32]);
+                let (a1, b1, _, next) = pair_in_window(&win, 0).expect("first record");
+                assert_eq!(next, second);
+                let (a2, b2, _, _) = pair_in_window(&win, second).expect("second record");
+                assert_eq!(
+                    (a1.bytes, b1.bytes, a2.bytes, b2.bytes),
+                    (&x[..], &y[..], &y[..], &x[..])
+                );
+                for n in [a1, b1, a2, b2] {
+                    assert_eq!(n.key.is_some(), n.bytes.len() <= NAME_KEY_LEN);
+                }
+                let want = x.cmp(y);
+                assert_eq!(a1.cmp(b1), want, "{x:?} {y:?}");
+                assert_eq!(a1.cmp(a2), want, "{x:?} {y:?}");
+                assert_eq!(b2.cmp(b1), want, "{x:?} {y:?}");
+                assert_eq!(a1.cmp(b2), std::cmp::Ordering::Equal);
+                assert_eq!(a1.cmp(Name::slow(y)), want, "{x:?} {y:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn window_names_that_are_not_utf8_are_left_to_the_checked_path() {
+        for bad in [&b"\xff"[..], b"a\xc3", b"\xc3(abc", b"0123456789abcdef\xff"] {
+            let mut win = Vec::new();
+            record(&mut win, bad, b"zz");
+            win.extend_from_slice(&[0; 32]);
+            assert!(pair_in_window(&win, 0).is_none(), "{bad:?}");
+            let mut win = Vec::new();
+            record(&mut win, b"a", bad);
+            assert!(pair_in_window(&win, 0).is_none(), "{bad:?}");
+        }
+    }
 }
