@@ -498,10 +498,13 @@ pub(super) struct Cursor<'r> {
     pub(super) remaining: u64,
     /// Payload bytes not yet read from the file.
     unread: u64,
-    /// Read but not yet consumed: `buf[pos..]`. Filled a block at a time and
-    /// CRC-ed as a block (CRC32 over 4-byte fields would be the bottleneck).
+    /// Read but not yet consumed: `buf[pos..filled]`. Filled a block at a
+    /// time and CRC-ed as a block (CRC32 over 4-byte fields would be the
+    /// bottleneck). Its length only grows, so it is zeroed once, not before
+    /// every read.
     buf: Vec<u8>,
     pos: usize,
+    filled: usize,
     section: Section,
     pub(super) crc: Hasher,
     path: &'r Path,
@@ -548,8 +551,9 @@ impl<'r> Cursor<'r> {
             r,
             remaining: len,
             unread: len,
-            buf: Vec::with_capacity(CURSOR_BLOCK),
+            buf: Vec::new(),
             pos: 0,
+            filled: 0,
             section,
             crc,
             path,
@@ -568,21 +572,25 @@ impl<'r> Cursor<'r> {
     /// Makes `n` bytes available at `buf[pos..]`; `n <= remaining` (checked
     /// by the callers), so this never reads past the section.
     fn ensure(&mut self, n: usize) -> Result<(), SnapshotError> {
-        let available = self.buf.len() - self.pos;
+        let available = self.filled - self.pos;
         if available >= n {
             return Ok(());
         }
-        self.buf.drain(..self.pos);
+        self.buf.copy_within(self.pos..self.filled, 0);
         self.pos = 0;
+        self.filled = available;
         let want = (n - available).max(CURSOR_BLOCK) as u64;
         let want = want.min(self.unread) as usize;
-        let old = self.buf.len();
-        self.buf.resize(old + want, 0);
-        let fresh = self.buf.get_mut(old..).unwrap_or_default();
+        let end = available + want;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let fresh = self.buf.get_mut(available..end).unwrap_or_default();
         self.r.read_exact(fresh).map_err(io_err(self.path))?;
         self.crc.update(fresh);
         self.unread -= want as u64;
-        if self.buf.len() < n {
+        self.filled = end;
+        if self.filled < n {
             return Err(self.err("section shorter than its records"));
         }
         Ok(())
@@ -631,12 +639,12 @@ impl<'r> Cursor<'r> {
     fn window(&mut self, want: usize) -> Result<&[u8], SnapshotError> {
         let want = usize::try_from((want as u64).min(self.remaining)).unwrap_or(want);
         self.ensure(want)?;
-        Ok(self.buf.get(self.pos..).unwrap_or_default())
+        Ok(self.buf.get(self.pos..self.filled).unwrap_or_default())
     }
 
     /// Marks `n` bytes of the last `window` as used; `n` never exceeds it.
     fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len() - self.pos);
+        let n = n.min(self.filled - self.pos);
         self.pos += n;
         self.remaining -= n as u64;
     }

@@ -290,6 +290,9 @@ impl<'s> PairWalker<'s> {
             return;
         };
         let end = start.saturating_add(chunk.len() as u64);
+        if self.carried == 0 {
+            self.walk_whole(chunk, start);
+        }
         while !self.done {
             let from = self.at + self.carried as u64;
             if from >= end {
@@ -331,6 +334,54 @@ impl<'s> PairWalker<'s> {
             self.carried = 0;
             self.step(u64::from_le_bytes(self.carry));
         }
+    }
+
+    /// The records whose two length fields are whole in `chunk` (payload
+    /// bytes from offset `start`), with the walker's state in locals. It
+    /// stops before any record that `step` would end the walk at, or that
+    /// is not whole in view, and leaves that one to the general loop, so
+    /// the walk is the same as one field at a time.
+    fn walk_whole(&mut self, chunk: &[u8], start: u64) {
+        const LEN: u64 = STRING_LEN_LEN as u64;
+        if self.done || self.field != Field::LenA {
+            return;
+        }
+        let len = self.len;
+        // The length field at payload offset `at`, if it is in the payload
+        // and in this chunk.
+        let field_at = |at: u64| -> Option<u64> {
+            at.checked_add(LEN).filter(|&e| e <= len)?;
+            let i = usize::try_from(at.checked_sub(start)?).ok()?;
+            Some(u64::from_le_bytes(
+                *chunk.get(i..)?.first_chunk::<STRING_LEN_LEN>()?,
+            ))
+        };
+        let (mut at, mut i) = (self.at, self.i);
+        while i.saturating_add(1) < self.n {
+            let Some(la) = field_at(at) else { break };
+            let Some(at_b) = at.checked_add(LEN).and_then(|x| x.checked_add(la)) else {
+                break;
+            };
+            let Some(lb) = field_at(at_b) else { break };
+            let end = at_b.checked_add(LEN + 4).and_then(|x| x.checked_add(lb));
+            let Some(end) = end.filter(|&e| e <= len) else {
+                break;
+            };
+            i += 1;
+            if end >= self.next_mark && end - at <= MAX_PREV_RECORD {
+                let mark = Mark {
+                    offset: end,
+                    index: i,
+                    prev: at,
+                };
+                self.shared.update(|f| f.marks.push(mark));
+                self.next_mark = end.saturating_add(self.every);
+            }
+            at = end;
+        }
+        self.at = at;
+        self.rec = at;
+        self.i = i;
     }
 
     /// One length field read: `v`.
