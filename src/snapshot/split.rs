@@ -290,10 +290,10 @@ impl<'s> PairWalker<'s> {
             return;
         };
         let end = start.saturating_add(chunk.len() as u64);
-        if self.carried == 0 {
-            self.walk_whole(chunk, start);
-        }
         while !self.done {
+            if self.carried == 0 {
+                self.walk_whole(chunk, start);
+            }
             let from = self.at + self.carried as u64;
             if from >= end {
                 return;
@@ -337,10 +337,10 @@ impl<'s> PairWalker<'s> {
     }
 
     /// The records whose two length fields are whole in `chunk` (payload
-    /// bytes from offset `start`), with the walker's state in locals. It
-    /// stops before any record that `step` would end the walk at, or that
-    /// is not whole in view, and leaves that one to the general loop, so
-    /// the walk is the same as one field at a time.
+    /// bytes from offset `start`), with the walker's state in locals, from
+    /// a record's start. It stops before any record that `step` would end
+    /// the walk at, or that is not whole in view, and leaves that one to the
+    /// general loop, so the walk is the same as one field at a time.
     fn walk_whole(&mut self, chunk: &[u8], start: u64) {
         const LEN: u64 = STRING_LEN_LEN as u64;
         if self.done || self.field != Field::LenA {
