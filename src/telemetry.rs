@@ -4,7 +4,7 @@
 use crate::config::LoggingConfig;
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Installs the global subscriber (stderr). Safe to call more than once: later
+/// Installs the global subscriber (stderr, coloured only on a terminal). Safe to call more than once: later
 /// calls do nothing.
 pub fn init(cfg: &LoggingConfig) {
     let filter =
@@ -13,6 +13,9 @@ pub fn init(cfg: &LoggingConfig) {
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log redirected to a file or a
+        // journal stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if cfg.json {
         builder.json().try_init()
