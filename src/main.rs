@@ -38,6 +38,14 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
+        if let Err(source) = nvecd::snapshot::files::SnapshotDir::check(&config.snapshot.dir) {
+            let e = nvecd::error::ServerError::SnapshotDir {
+                path: config.snapshot.dir.display().to_string(),
+                source,
+            };
+            eprintln!("nvecd: {e}");
+            return ExitCode::from(2);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

@@ -32,6 +32,7 @@ use super::store::{ExecuteBatch, GetStats, StoreOp};
 use super::{Peers, Shutdown};
 use crate::protocol::codec::{Line, LineCodec, MIN_READ_BYTES};
 use crate::protocol::command::{Command, DumpCommand};
+use crate::protocol::parse::echoed;
 use crate::protocol::response::BlockHead;
 use crate::protocol::{expected_shape, parse_line, ParseError, Response};
 
@@ -161,7 +162,7 @@ impl ConnectionActor {
                         None => Response::Block {
                             head: BlockHead::Error(format!(
                                 "Unknown config section: {}",
-                                section.unwrap_or_default()
+                                echoed(&section.unwrap_or_default())
                             )),
                             fields: Vec::new(),
                         },

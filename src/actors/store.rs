@@ -214,6 +214,15 @@ impl Handler<FinishLoad> for StoreActor {
     fn handle(&mut self, _: FinishLoad, _: &mut Context<Self>) -> Self::Result {
         match self.staged.take() {
             Some(b) => {
+                let dropped = b.dropped_events();
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        ctx_buffer_size = self.store.config().ctx_buffer_size,
+                        "snapshot load: contexts of the file held more events than events.ctx_buffer_size; \
+                         their oldest events were not kept"
+                    );
+                }
                 self.store = b.finish();
                 Ok(self.store.stats())
             }

@@ -3,10 +3,11 @@
 //! `Err` (tokio-rs/tokio#4166).
 //!
 //! Framing: a line ends at `\n`; one `\r` before it is dropped. A line's size is
-//! its bytes before the `\n` (a `\r` counts); a line of exactly
-//! `max_request_bytes` is allowed. An overlong line is reported as soon as the
-//! buffer holds more than the limit without a newline, so at most `limit + 1`
-//! bytes of it are ever examined; after that the codec swallows all further
+//! its bytes without that ending (`\n` or `\r\n`), so a client's line ending
+//! does not change what fits; a line of exactly `max_request_bytes` is allowed.
+//! An overlong line is reported as soon as the buffer holds more than the
+//! limit and an ending without a newline, so at most `limit + 2` bytes of it
+//! are ever examined; after that the codec swallows all further
 //! input, because the caller closes the connection. The scan position is kept
 //! between calls, so a long line arriving in small reads costs O(n) in total.
 //! No actix here.
@@ -125,14 +126,26 @@ impl LineCodec {
     /// (and no overlong one) is buffered.
     fn next_line(&mut self, src: &mut BytesMut) -> Option<Line> {
         let limit = self.max_request_bytes;
-        // A `\n` at index `limit` still ends an allowed line; past it, none can.
-        let window = src.len().min(limit.saturating_add(1));
+        // A `\n` at index `limit + 1` still ends an allowed line (after a
+        // `\r`); past it, none can.
+        let window = src.len().min(limit.saturating_add(2));
         let start = self.scanned.min(window);
         let found = src
             .get(start..window)
             .and_then(|w| memchr::memchr(b'\n', w))
             .map(|p| start + p);
+        let cr_at = |i: usize| src.get(i) == Some(&b'\r');
+        let overlong = match found {
+            Some(end) => end > limit && !(end == limit + 1 && cr_at(limit)),
+            None => src.len() > limit.saturating_add(1) || (src.len() > limit && !cr_at(limit)),
+        };
         match found {
+            _ if overlong => {
+                self.discarding = true;
+                self.scanned = 0;
+                src.clear();
+                Some(Line::TooLarge { limit })
+            }
             Some(end) => {
                 self.scanned = 0;
                 let mut bytes = src.split_to(end);
@@ -144,12 +157,6 @@ impl LineCodec {
                     Ok(text) => Line::Text(text.to_owned()),
                     Err(_) => invalid_utf8(&bytes),
                 })
-            }
-            None if src.len() > limit => {
-                self.discarding = true;
-                self.scanned = 0;
-                src.clear();
-                Some(Line::TooLarge { limit })
             }
             None => {
                 self.scanned = window;
@@ -301,9 +308,14 @@ mod tests {
         let mut codec = LineCodec::new(8);
         let mut src = buf(b"12345678\n");
         assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("12345678")]));
-        // The `\r` counts toward the limit.
-        let mut src = buf(b"1234567\r\n");
-        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("1234567")]));
+        // The line ending does not count toward the limit.
+        let mut src = buf(b"12345678\r\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("12345678")]));
+        // Nor does a `\r` that has not had its `\n` yet.
+        let mut src = buf(b"12345678\r");
+        assert_eq!(codec.decode(&mut src).unwrap(), None);
+        src.extend_from_slice(b"\n");
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(vec![text("12345678")]));
         // A full unterminated line of exactly the limit is still waiting.
         let mut src = buf(b"12345678");
         assert_eq!(codec.decode(&mut src).unwrap(), None);
@@ -409,10 +421,14 @@ mod tests {
         let mut rest = input;
         loop {
             match rest.iter().position(|&b| b == b'\n') {
-                Some(p) if p <= limit => {
+                Some(p) => {
                     let mut line = &rest[..p];
                     if line.last() == Some(&b'\r') {
                         line = &line[..p - 1];
+                    }
+                    if line.len() > limit {
+                        out.push(Line::TooLarge { limit });
+                        return out;
                     }
                     out.push(match std::str::from_utf8(line) {
                         Ok(t) => text(t),
@@ -420,11 +436,12 @@ mod tests {
                     });
                     rest = &rest[p + 1..];
                 }
-                _ if rest.len() > limit => {
+                // Longer than the limit even if a `\r\n` came next.
+                None if rest.len() > limit + 1 || (rest.len() > limit && rest[limit] != b'\r') => {
                     out.push(Line::TooLarge { limit });
                     return out;
                 }
-                _ => return out,
+                None => return out,
             }
         }
     }

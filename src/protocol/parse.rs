@@ -92,6 +92,19 @@ impl ParseError {
     }
 }
 
+/// Characters of a client's word that an error line repeats.
+pub const ECHO_CHARS: usize = 128;
+
+/// A word from the request as an error line repeats it: at most
+/// [`ECHO_CHARS`] characters, then `…` if it was longer (as Redis cuts the
+/// name in its unknown-command error), so a 16 MiB token is not sent back.
+pub fn echoed(word: &str) -> String {
+    match word.char_indices().nth(ECHO_CHARS) {
+        Some((cut, _)) => format!("{}…", word.get(..cut).unwrap_or(word)),
+        None => word.to_owned(),
+    }
+}
+
 fn event_usage(kind: EventKind) -> &'static str {
     match kind {
         EventKind::Add => "EVENT ADD requires 4 arguments: <ctx> ADD <id> <score>",
@@ -205,7 +218,7 @@ fn parse_command(word: &str, args: &[&str]) -> Result<Command, ParseError> {
     } else if is(word, "DUMP") {
         parse_dump(args).map(Command::Dump)
     } else {
-        Err(ParseError::UnknownCommand(word.to_owned()))
+        Err(ParseError::UnknownCommand(echoed(word)))
     }
 }
 
@@ -238,7 +251,7 @@ fn parse_config(args: &[&str]) -> Result<Command, ParseError> {
         [] => return Err(ParseError::InvalidArgumentCount),
     };
     if !is(sub, "SHOW") {
-        return Err(ParseError::UnknownConfigSubcommand(sub.to_owned()));
+        return Err(ParseError::UnknownConfigSubcommand(echoed(sub)));
     }
     match rest {
         [] => Ok(Command::ConfigShow { section: None }),
@@ -262,7 +275,7 @@ fn parse_event(args: &[&str]) -> Result<EventArgs, ParseError> {
     } else if is(kind_word, "DEL") {
         EventKind::Del
     } else {
-        return Err(ParseError::InvalidEventType(kind_word.to_owned()));
+        return Err(ParseError::InvalidEventType(echoed(kind_word)));
     };
     let (id, score) = match (kind, rest) {
         (EventKind::Add | EventKind::Set, [id, score]) => (*id, parse_score(score)?),
@@ -515,7 +528,7 @@ fn parse_sim(args: &[&str]) -> Result<SimArgs, ParseError> {
         match token.split_once('=') {
             Some((key, value)) if is(key, "using") => mode = parse_mode(value)?,
             Some((key, value)) if is(key, "min_score") => min_score = Some(parse_min_score(value)?),
-            _ => return Err(ParseError::InvalidOption((*token).to_owned())),
+            _ => return Err(ParseError::InvalidOption(echoed(token))),
         }
     }
     Ok(SimArgs {
@@ -586,7 +599,7 @@ fn parse_dump(args: &[&str]) -> Result<DumpCommand, ParseError> {
             Err(ParseError::InvalidArgumentCount)
         }
     } else {
-        Err(ParseError::UnknownDumpSubcommand(sub.to_owned()))
+        Err(ParseError::UnknownDumpSubcommand(echoed(sub)))
     }
 }
 
@@ -915,6 +928,29 @@ pub(crate) mod tests {
         assert_eq!(err("FooBar 1 2"), "Unknown command: FooBar");
         assert_eq!(err("  hello"), "Unknown command: hello");
         assert_eq!(err("SHOW"), "Unknown command: SHOW");
+    }
+
+    #[test]
+    fn long_words_are_echoed_cut_to_128_characters() {
+        let exact = "é".repeat(ECHO_CHARS);
+        assert_eq!(err(&exact), format!("Unknown command: {exact}"));
+        let long = format!("{exact}xyz");
+        assert_eq!(err(&long), format!("Unknown command: {exact}…"));
+        let w = "w".repeat(100_000);
+        let cut = format!("{}…", &w[..ECHO_CHARS]);
+        assert_eq!(
+            err(&format!("EVENT c {w} i")),
+            format!("Invalid EVENT type: {cut} (must be ADD, SET, or DEL)")
+        );
+        assert_eq!(err(&format!("SIM i 10 {w}")), format!("Invalid option: {cut}"));
+        assert_eq!(
+            err(&format!("CONFIG {w}")),
+            format!("Unknown CONFIG subcommand: {cut}")
+        );
+        assert_eq!(
+            err(&format!("DUMP {w}")),
+            format!("Unknown DUMP subcommand: {cut}")
+        );
     }
 
     #[test]

@@ -213,6 +213,30 @@ impl SnapshotDir {
         Self::with_ops(dir, Arc::new(RealFileOps))
     }
 
+    /// What `open` would find wrong with `dir`, without creating anything
+    /// (`nvecd --check-config`): an existing path must be a directory, and a
+    /// missing one must have a directory as its nearest existing ancestor.
+    /// Permissions are left to the start itself.
+    pub fn check(dir: &Path) -> io::Result<()> {
+        let not_dir = |p: &Path| io::Error::other(format!("{} is not a directory", p.display()));
+        let mut at = dir;
+        loop {
+            match fs::metadata(at) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(_) => return Err(not_dir(at)),
+                // Missing, or under a file: the ancestors tell which.
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {}
+                Err(e) => return Err(e),
+            }
+            match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                // A relative path's first component: created in the
+                // working directory.
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// `open` with another `FileOps` (fault-injection tests).
     pub fn with_ops(dir: &Path, ops: Arc<dyn FileOps>) -> io::Result<Self> {
         if !dir.exists() {

@@ -693,6 +693,8 @@ pub struct StoreBuilder {
     /// `b`'s own run: row `b` is built once, at its final size, when that run
     /// arrives (or in `finish` for items never named first).
     pending: Vec<Vec<(u32, f32)>>,
+    /// Events of the file's contexts beyond `ctx_buffer_size`, not kept.
+    dropped_events: u64,
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -710,6 +712,7 @@ impl StoreBuilder {
             store: Store::new(cfg),
             pair_items: Vec::new(),
             pending: Vec::new(),
+            dropped_events: 0,
         }
     }
     /// Adds one batch; `InvalidData` for records that cannot form a valid store.
@@ -718,7 +721,8 @@ impl StoreBuilder {
         match batch {
             LoadBatch::Contexts(list) => {
                 for c in list {
-                    s.load_context(c)?;
+                    let dropped = s.load_context(c)?;
+                    self.dropped_events = self.dropped_events.saturating_add(dropped as u64);
                 }
             }
             LoadBatch::Pairs(batch) => self.apply_pairs(batch)?,
@@ -817,6 +821,13 @@ impl StoreBuilder {
             Self::fill_row(&mut s.co, &mut self.pending, a, &run);
         }
         Ok(())
+    }
+
+    /// Events so far that a context of the file had beyond
+    /// `events.ctx_buffer_size`: its oldest ones, not kept (the ring buffer
+    /// would have dropped them as the newer ones came in).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
     }
 
     /// Rebuilds the dedup and SET/DEL caches from the stored events.
@@ -927,9 +938,11 @@ impl Store {
     }
 
     /// Builder step: one context's events, oldest first, without pairing.
-    fn load_context(&mut self, c: LoadedContext) -> Result<(), StoreError> {
+    /// Adds a context from a snapshot; returns how many of its oldest events
+    /// did not fit in the ring buffer.
+    fn load_context(&mut self, c: LoadedContext) -> Result<usize, StoreError> {
         if c.events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if self.events.context(&c.name).is_some() {
             return Err(StoreError::InvalidData(format!("duplicate context {}", c.name)));
@@ -955,7 +968,7 @@ impl Store {
             };
             self.events.append(n, ev, |_| {});
         }
-        Ok(())
+        Ok(skip)
     }
 }
 

@@ -796,6 +796,7 @@ fn builder_keeps_the_newest_events_when_the_buffer_shrank() {
             .collect(),
     }]))
     .expect("valid");
+    assert_eq!(b.dropped_events(), 3);
     let s = b.finish();
     let (ctxs, pairs, _) = dump(&s.freeze());
     let got: Vec<&str> = ctxs[0].1.iter().map(|e| e.0.as_str()).collect();

@@ -43,6 +43,42 @@ fn unknown_key_stops_the_start_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("portt"));
 }
 
+#[test]
+fn check_config_refuses_a_snapshot_dir_that_cannot_be_a_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "x").expect("write");
+    for snap in [file.clone(), file.join("sub")] {
+        let cfg = dir.path().join("c.yaml");
+        std::fs::write(&cfg, format!("snapshot:\n  dir: \"{}\"\n", snap.display())).expect("write");
+        let out = nvecd()
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--check-config")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("cannot prepare snapshot.dir {}", snap.display()))
+                && err.contains(&format!("{} is not a directory", file.display())),
+            "{err}"
+        );
+    }
+    // A directory still to be made is fine, and the check makes nothing.
+    let missing = dir.path().join("a/b/c");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, format!("snapshot:\n  dir: \"{}\"\n", missing.display())).expect("write");
+    let out = nvecd()
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!dir.path().join("a").exists());
+}
+
 pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("nvecd.yaml");
     let snap = dir.join("snapshots");
