@@ -750,6 +750,21 @@ pub(super) fn decode_events(
             0
         });
         for _ in 0..n {
+            // Fast path: a whole, valid record in view.
+            let win = cur.window(EVENT_WINDOW)?;
+            if let Some((raw, score, timestamp_ms, kind, used)) = event_in_window(win) {
+                if building {
+                    events.push(LoadedEvent {
+                        id: std::str::from_utf8(raw).map(str::to_owned).unwrap_or_default(),
+                        score,
+                        timestamp_ms,
+                        kind,
+                    });
+                }
+                cur.consume(used);
+                continue;
+            }
+            // Checked path: the exact error, or a record longer than the window.
             cur.string_into("event id", &mut id)?;
             let score = cur.i32("event score")?;
             let timestamp_ms = cur.u64("event timestamp")?;
@@ -845,37 +860,65 @@ const NAME_KEY_LEN: usize = std::mem::size_of::<u128>();
 /// both strings are non-empty UTF-8, and nothing in it needs an error message.
 #[inline(always)]
 fn pair_in_window(win: &[u8], at: usize) -> Option<(Name<'_>, Name<'_>, f32, usize)> {
-    #[inline(always)]
-    fn str_at(win: &[u8], at: usize) -> Option<(Name<'_>, usize)> {
-        let len = u64::from_le_bytes(win.get(at..at.checked_add(8)?)?.try_into().ok()?);
-        let start = at + 8;
-        let len = usize::try_from(len).ok()?;
-        let end = start.checked_add(len)?;
-        let bytes = win.get(start..end)?;
-        if (1..=NAME_KEY_LEN).contains(&len) {
-            if let Some(word) = win.get(start..start + NAME_KEY_LEN) {
-                let word = u128::from_be_bytes(word.try_into().ok()?);
-                let key = word & (u128::MAX << (8 * (NAME_KEY_LEN - len)));
-                // ASCII, so UTF-8, when no byte of the name has its top bit set.
-                let ascii = key & u128::from_ne_bytes([0x80; NAME_KEY_LEN]) == 0;
-                let valid = ascii || std::str::from_utf8(bytes).is_ok();
-                return valid.then_some((
-                    Name {
-                        bytes,
-                        key: Some(key),
-                    },
-                    end,
-                ));
-            }
-        }
-        let valid = !bytes.is_empty() && (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok());
-        valid.then_some((Name { bytes, key: None }, end))
-    }
-    let (a, at) = str_at(win, at)?;
-    let (b, at) = str_at(win, at)?;
+    let (a, at) = name_at(win, at)?;
+    let (b, at) = name_at(win, at)?;
     let end = at.checked_add(4)?;
     let score = f32::from_le_bytes(win.get(at..end)?.try_into().ok()?);
     Some((a, b, score, end))
+}
+
+/// One event record at the start of a window: id, score, timestamp, kind and
+/// the record's length. `None` unless it is whole in view, its id is a
+/// non-empty UTF-8 string and its fields are in range (score 0..=100, a
+/// kind, 0 for a DEL): the checked path gives the error for those.
+#[inline(always)]
+fn event_in_window(win: &[u8]) -> Option<(&[u8], i32, u64, EventKind, usize)> {
+    let (id, at) = name_at(win, 0)?;
+    let end = at.checked_add(EVENT_FIELDS_LEN)?;
+    let f: &[u8; EVENT_FIELDS_LEN] = win.get(at..end)?.try_into().ok()?;
+    let (score, rest) = f.split_first_chunk::<4>()?;
+    let (ts, kind) = rest.split_first_chunk::<8>()?;
+    let score = i32::from_le_bytes(*score);
+    let kind = EventKind::from_u8(*kind.first()?)?;
+    let valid = (0..=MAX_SCORE).contains(&score) && (kind != EventKind::Del || score == 0);
+    valid.then_some((id.bytes, score, u64::from_le_bytes(*ts), kind, end))
+}
+
+/// An event's bytes after its id: score, timestamp, kind.
+const EVENT_FIELDS_LEN: usize = 4 + 8 + 1;
+
+/// Bytes the event decoder asks to have in view (whole records in it are
+/// read without the checked reads).
+const EVENT_WINDOW: usize = 4 * 1024;
+
+/// A non-empty UTF-8 string at `at` in a window, with its key when it has
+/// one ([`Name`]), and where it ends; `None` if it is not whole in view or
+/// not valid.
+#[inline(always)]
+fn name_at(win: &[u8], at: usize) -> Option<(Name<'_>, usize)> {
+    let len = u64::from_le_bytes(win.get(at..at.checked_add(8)?)?.try_into().ok()?);
+    let start = at + 8;
+    let len = usize::try_from(len).ok()?;
+    let end = start.checked_add(len)?;
+    let bytes = win.get(start..end)?;
+    if (1..=NAME_KEY_LEN).contains(&len) {
+        if let Some(word) = win.get(start..start + NAME_KEY_LEN) {
+            let word = u128::from_be_bytes(word.try_into().ok()?);
+            let key = word & (u128::MAX << (8 * (NAME_KEY_LEN - len)));
+            // ASCII, so UTF-8, when no byte of the name has its top bit set.
+            let ascii = key & u128::from_ne_bytes([0x80; NAME_KEY_LEN]) == 0;
+            let valid = ascii || std::str::from_utf8(bytes).is_ok();
+            return valid.then_some((
+                Name {
+                    bytes,
+                    key: Some(key),
+                },
+                end,
+            ));
+        }
+    }
+    let valid = !bytes.is_empty() && (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok());
+    valid.then_some((Name { bytes, key: None }, end))
 }
 
 /// What `decode_pairs` builds as it goes: the current batch and the naming
