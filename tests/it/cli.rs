@@ -43,20 +43,25 @@ fn unknown_key_stops_the_start_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("portt"));
 }
 
+/// `nvecd --check-config` on a config whose only setting is `snapshot.dir`.
+fn check_snapshot_dir(dir: &std::path::Path, snap: &std::path::Path) -> std::process::Output {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, format!("snapshot:\n  dir: \"{}\"\n", snap.display())).expect("write");
+    nvecd()
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn check_config_refuses_a_snapshot_dir_that_cannot_be_a_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("afile");
     std::fs::write(&file, "x").expect("write");
     for snap in [file.clone(), file.join("sub")] {
-        let cfg = dir.path().join("c.yaml");
-        std::fs::write(&cfg, format!("snapshot:\n  dir: \"{}\"\n", snap.display())).expect("write");
-        let out = nvecd()
-            .arg("-c")
-            .arg(&cfg)
-            .arg("--check-config")
-            .output()
-            .expect("run");
+        let out = check_snapshot_dir(dir.path(), &snap);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -66,15 +71,7 @@ fn check_config_refuses_a_snapshot_dir_that_cannot_be_a_directory() {
         );
     }
     // A directory still to be made is fine, and the check makes nothing.
-    let missing = dir.path().join("a/b/c");
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, format!("snapshot:\n  dir: \"{}\"\n", missing.display())).expect("write");
-    let out = nvecd()
-        .arg("-c")
-        .arg(&cfg)
-        .arg("--check-config")
-        .output()
-        .expect("run");
+    let out = check_snapshot_dir(dir.path(), &dir.path().join("a/b/c"));
     assert!(out.status.success(), "{out:?}");
     assert!(!dir.path().join("a").exists());
 }
