@@ -207,6 +207,10 @@ pub fn map_io(err: io::Error, user_path: &Path, io_path: &Path) -> SnapshotError
     }
 }
 
+fn not_a_directory(path: &Path) -> io::Error {
+    io::Error::other(format!("{} is not a directory", path.display()))
+}
+
 impl SnapshotDir {
     /// Opens `dir`, creating it (and its parents) with mode 0700 if missing.
     pub fn open(dir: &Path) -> io::Result<Self> {
@@ -218,12 +222,11 @@ impl SnapshotDir {
     /// missing one must have a directory as its nearest existing ancestor.
     /// Permissions are left to the start itself.
     pub fn check(dir: &Path) -> io::Result<()> {
-        let not_dir = |p: &Path| io::Error::other(format!("{} is not a directory", p.display()));
         let mut at = dir;
         loop {
             match fs::metadata(at) {
                 Ok(m) if m.is_dir() => return Ok(()),
-                Ok(_) => return Err(not_dir(at)),
+                Ok(_) => return Err(not_a_directory(at)),
                 // Missing, or under a file: the ancestors tell which.
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {}
                 Err(e) => return Err(e),
@@ -245,7 +248,7 @@ impl SnapshotDir {
         }
         let root = fs::canonicalize(dir)?;
         if !root.is_dir() {
-            return Err(io::Error::other(format!("{} is not a directory", dir.display())));
+            return Err(not_a_directory(dir));
         }
         let configured_abs = if dir.is_absolute() {
             lexical_normalize(dir)

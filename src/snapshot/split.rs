@@ -368,20 +368,27 @@ impl<'s> PairWalker<'s> {
                 break;
             };
             i += 1;
-            if end >= self.next_mark && end - at <= MAX_PREV_RECORD {
-                let mark = Mark {
-                    offset: end,
-                    index: i,
-                    prev: at,
-                };
-                self.shared.update(|f| f.marks.push(mark));
-                self.next_mark = end.saturating_add(self.every);
-            }
+            self.maybe_mark(end, i, at);
             at = end;
         }
         self.at = at;
         self.rec = at;
         self.i = i;
+    }
+
+    /// Record `index` starts at payload offset `end`, the one before it at
+    /// `prev`: a mark there if one is due and that record is short enough
+    /// for the piece starting there to read it whole.
+    fn maybe_mark(&mut self, end: u64, index: u64, prev: u64) {
+        if end >= self.next_mark && end - prev <= MAX_PREV_RECORD {
+            let mark = Mark {
+                offset: end,
+                index,
+                prev,
+            };
+            self.shared.update(|f| f.marks.push(mark));
+            self.next_mark = end.saturating_add(self.every);
+        }
     }
 
     /// One length field read: `v`.
@@ -413,15 +420,7 @@ impl<'s> PairWalker<'s> {
                     self.done = true;
                     return;
                 }
-                if end >= self.next_mark && end - self.rec <= MAX_PREV_RECORD {
-                    let mark = Mark {
-                        offset: end,
-                        index: self.i,
-                        prev: self.rec,
-                    };
-                    self.shared.update(|f| f.marks.push(mark));
-                    self.next_mark = end.saturating_add(self.every);
-                }
+                self.maybe_mark(end, self.i, self.rec);
                 self.rec = end;
                 self.at = end;
                 self.field = Field::LenA;
