@@ -19,7 +19,7 @@ fn cpu() -> f64 {
 }
 
 use nvecd::snapshot::{load_file, verify_file, write_snapshot, LoadOptions};
-use nvecd::store::{EventKind, SimMode, Store, StoreBuilder, StoreConfig};
+use nvecd::store::{EventKind, EventRef, SimMode, Store, StoreBuilder, StoreConfig};
 
 struct Rng(u64);
 impl Rng {
@@ -57,15 +57,28 @@ fn main() {
     let t = Instant::now();
     let c0 = cpu();
     let n = c * e;
+    // `PROFILE_BATCH=<n>`: events in calls of `add_events` of n each (as a
+    // pipelining client's reads arrive), `PROFILE_SPLIT=0` keeps their
+    // co-occurrence writes on one thread.
+    let batch: usize = std::env::var("PROFILE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if let Ok(v) = std::env::var("PROFILE_SPLIT") {
+        store.set_split_writes(v != "0");
+    }
+    let mut group = Vec::with_capacity(batch);
     for j in 0..n {
         let k = zipf(&mut rng);
-        store.add_event(
-            &ctxs[j % c],
-            EventKind::Add,
-            &items[k],
-            1 + (rng.next() % 100) as u8,
-            j as u64,
-        );
+        group.push(EventRef {
+            ctx: &ctxs[j % c],
+            kind: EventKind::Add,
+            id: &items[k],
+            score: 1 + (rng.next() % 100) as u8,
+        });
+        if group.len() >= batch || j + 1 == n {
+            store.add_events(group.drain(..), j as u64);
+        }
     }
     let el = t.elapsed();
     let s = store.stats();

@@ -12,7 +12,8 @@ use crate::protocol::command::{EventArgs, SimArgs, SimVArgs};
 use crate::protocol::Response;
 use crate::snapshot::SnapshotError;
 use crate::store::{
-    DecayReport, LoadBatch, Scored, Store, StoreBuilder, StoreConfig, StoreError, StoreImage, StoreStats,
+    DecayReport, EventRef, LoadBatch, Scored, Store, StoreBuilder, StoreConfig, StoreError, StoreImage,
+    StoreStats,
 };
 
 /// Text of the error every write gets while a load runs.
@@ -123,6 +124,15 @@ impl StoreActor {
     }
 }
 
+fn event_ref(e: &EventArgs) -> EventRef<'_> {
+    EventRef {
+        ctx: &e.ctx,
+        kind: e.kind,
+        id: &e.id,
+        score: e.score,
+    }
+}
+
 fn ok_or_error(r: Result<(), StoreError>) -> Response {
     match r {
         Ok(()) => Response::Ok,
@@ -164,7 +174,29 @@ impl Handler<ExecuteBatch> for StoreActor {
     type Result = Vec<Response>;
     fn handle(&mut self, msg: ExecuteBatch, _: &mut Context<Self>) -> Vec<Response> {
         let now = now_ms();
-        msg.0.into_iter().map(|op| self.execute(op, now)).collect()
+        let mut out = Vec::with_capacity(msg.0.len());
+        let mut ops = msg.0.into_iter().peekable();
+        let mut events = Vec::new();
+        while let Some(op) = ops.next() {
+            let StoreOp::AddEvent(first) = op else {
+                out.push(self.execute(op, now));
+                continue;
+            };
+            if self.staged.is_some() {
+                out.push(Response::Error(READ_ONLY.to_string()));
+                continue;
+            }
+            // A run of EVENTs is stored in one call, which can make the
+            // co-occurrence writes of many events at once.
+            events.clear();
+            events.push(first);
+            while let Some(StoreOp::AddEvent(e)) = ops.next_if(|op| matches!(op, StoreOp::AddEvent(_))) {
+                events.push(e);
+            }
+            self.store.add_events(events.iter().map(event_ref), now);
+            out.extend(events.iter().map(|_| Response::Ok));
+        }
+        out
     }
 }
 

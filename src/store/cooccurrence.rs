@@ -1,7 +1,9 @@
 //! Co-occurrence index: `co[a][b]`, a symmetric sparse matrix of `f32` scores
 //! between item numbers.
 //!
-//! Rows live in a `CowVec<Option<Arc<Row>>>` indexed by item number: after a
+//! Rows live in two `CowVec<Option<Arc<Row>>>`, the even and the odd item
+//! numbers' ([`RowTable`]), which a batch of events can write on two threads
+//! at once ([`CoIndex::add_batch`]). After a
 //! freeze, touching one pair copies one chunk of 1024 row pointers per side plus
 //! the two rows (of a row over one page, 2,048 slots, only the page written:
 //! see `Table`), never the whole index. Invariant: `co[a][b]` and `co[b][a]` are
@@ -517,19 +519,62 @@ impl Row {
 /// Scores below this are dropped by decay.
 pub(crate) const DECAY_FLOOR: f32 = 1e-6;
 
+/// Rows by item number: the even items' rows in one copy-on-write vector and
+/// the odd items' in another, so that a batch of events can write the two
+/// halves on two threads at once ([`CoIndex::add_batch`]). Items' popularity
+/// does not depend on the parity of the numbers they were given in order of
+/// first use, so the halves take about the same share of writes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RowTable {
+    halves: [CowVec<Option<Arc<Row>>>; 2],
+}
+
+impl RowTable {
+    /// Row `item`'s slot, if the table reaches that far.
+    pub(crate) fn get(&self, item: usize) -> Option<&Option<Arc<Row>>> {
+        self.halves.get(item & 1)?.get(item >> 1)
+    }
+
+    /// Every item number with a slot is below this.
+    pub(crate) fn end(&self) -> usize {
+        self.halves.iter().map(CowVec::len).max().unwrap_or(0) * 2
+    }
+
+    /// Every slot with its item number (the even items first).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Option<Arc<Row>>)> + '_ {
+        self.halves
+            .iter()
+            .enumerate()
+            .flat_map(|(parity, half)| half.iter().enumerate().map(move |(k, r)| (k << 1 | parity, r)))
+    }
+
+    /// Row slots in both halves.
+    fn len(&self) -> usize {
+        self.halves.iter().map(CowVec::len).sum()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.halves.iter().map(CowVec::heap_bytes).sum()
+    }
+}
+
 /// The whole index.
 #[derive(Debug, Default)]
 pub(crate) struct CoIndex {
-    rows: CowVec<Option<Arc<Row>>>,
+    rows: RowTable,
     /// Directed entries over all rows.
     entries: u64,
-    /// Per item: where its row's slots were when last written (see
-    /// [`Row::hint`]), so the ingest can prefetch a partner's slot line
-    /// without waiting for the partner's row header first. Only ever used
-    /// as a prefetch address: a stale hint costs a useless prefetch, never
-    /// a wrong result.
-    hints: Vec<u64>,
+    /// Per item, split by parity like the rows: where its row's slots were
+    /// when last written (see [`Row::hint`]), so the ingest can prefetch a
+    /// partner's slot line without waiting for the partner's row header
+    /// first. Only ever used as a prefetch address: a stale hint costs a
+    /// useless prefetch, never a wrong result.
+    hints: [Vec<u64>; 2],
 }
+
+/// Batches of at least this many events are written on two threads when
+/// [`CoIndex::add_batch`] is allowed to.
+pub(crate) const MIN_SPLIT_EVENTS: usize = 64;
 
 impl CoIndex {
     /// An empty index.
@@ -554,61 +599,64 @@ impl CoIndex {
     /// `add(a, b, p)` for every `(b, p)` of `partners`, in order, with one
     /// copy-on-write check for row `a` instead of one per pair (the ingest path).
     pub(crate) fn add_all(&mut self, a: u32, partners: &[(u32, f32)]) {
-        if partners.is_empty() {
+        let mut w = self.writer();
+        w.add_all(a, partners);
+        let added = w.added;
+        self.entries += added;
+    }
+
+    /// `add_all(a, partners[range])` for every `(a, range)` of `events`, in
+    /// order. With `split`, and at least [`MIN_SPLIT_EVENTS`] events, the odd
+    /// items' rows are written on a second thread while this one writes the
+    /// even items' rows. Every row still gets its writes in the same order
+    /// (all of them come from the events in order), so the index is the same
+    /// bit for bit either way.
+    pub(crate) fn add_batch(
+        &mut self,
+        events: &[(u32, std::ops::Range<usize>)],
+        partners: &[(u32, f32)],
+        split: bool,
+    ) {
+        let run = |mut w: Writer<'_>| {
+            for (a, range) in events {
+                w.add_all(*a, partners.get(range.clone()).unwrap_or(&[]));
+            }
+            w.added
+        };
+        if !split || events.len() < MIN_SPLIT_EVENTS {
+            let added = run(self.writer());
+            self.entries += added;
             return;
         }
-        let mut added = 0u64;
-        let row = self.row_mut(a);
-        for &(b, _) in partners {
-            if let Some(p) = row.line_of(b) {
-                prefetch(p);
+        let [r0, r1] = &mut self.rows.halves;
+        let [h0, h1] = &mut self.hints;
+        let (mut added, odd_done) = std::thread::scope(|s| {
+            let odd = std::thread::Builder::new().spawn_scoped(s, || run(Writer::only(1, r1, h1)));
+            let even = run(Writer::only(0, r0, h0));
+            match odd.map(|t| t.join()) {
+                Ok(Ok(n)) => (even + n, true),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                // No thread to be had: the odd rows are written here after
+                // the even ones (the halves do not depend on each other).
+                Err(_) => (even, false),
             }
+        });
+        if !odd_done {
+            added += run(Writer::only(1, r1, h1));
         }
-        for &(b, p) in partners {
-            if p == 0.0 || b == a {
-                continue;
-            }
-            if row.write(b, |old| old.map_or(p, |v| v + p)) {
-                added += 1;
-            }
-        }
-        let hint = row.hint();
         self.entries += added;
-        self.set_hint(a, hint);
-        self.warm(a, partners);
-        for &(b, p) in partners {
-            if p == 0.0 || b == a {
-                continue;
-            }
-            self.update(b, a, |old| old.map_or(p, |v| v + p));
-        }
     }
 
-    /// Prefetches, ahead of the updates, what `co[b][a]` for every partner
-    /// will read: each partner's row header and the slot its lookup of `a`
-    /// starts at, the latter found from the partner's hint rather than its
-    /// header, so both misses of every partner are in flight at once. Each
-    /// update of another item's row is otherwise a chain of dependent cache
-    /// misses (row header, then slot). No effect on the result.
-    fn warm(&self, a: u32, partners: &[(u32, f32)]) {
-        for &(b, _) in partners {
-            if let Some(Some(row)) = self.rows.get(b as usize) {
-                prefetch(Arc::as_ptr(row));
-            }
-            if let Some(line) = self.hints.get(b as usize).and_then(|&h| hinted_line(h, a)) {
-                prefetch(line as *const u8);
-            }
-        }
-    }
-
-    /// Records where row `item`'s slots now are, for [`Self::warm`].
-    fn set_hint(&mut self, item: u32, hint: u64) {
-        let at = item as usize;
-        if self.hints.len() <= at {
-            self.hints.resize(at + 1, 0);
-        }
-        if let Some(h) = self.hints.get_mut(at) {
-            *h = hint;
+    /// Writes to both halves.
+    fn writer(&mut self) -> Writer<'_> {
+        let [r0, r1] = &mut self.rows.halves;
+        let [h0, h1] = &mut self.hints;
+        Writer {
+            halves: [
+                Some(Half { rows: r0, hints: h0 }),
+                Some(Half { rows: r1, hints: h1 }),
+            ],
+            added: 0,
         }
     }
 
@@ -621,28 +669,81 @@ impl CoIndex {
         if total == 0 {
             return;
         }
-        let row = self.row_mut(item);
-        let before = row.len();
-        row.set_all(
-            parts.iter().flat_map(|p| p.iter()).filter(|&&(b, _)| b != item),
-            total,
-        );
-        let (added, hint) = ((row.len() - before) as u64, row.hint());
+        let mut w = self.writer();
+        let Some(half) = w.half(item) else {
+            return;
+        };
+        let added = half.with_row(item, |row| {
+            let before = row.len();
+            row.set_all(
+                parts.iter().flat_map(|p| p.iter()).filter(|&&(b, _)| b != item),
+                total,
+            );
+            (row.len() - before) as u64
+        });
         self.entries += added;
-        self.set_hint(item, hint);
     }
 
-    fn update(&mut self, a: u32, b: u32, f: impl FnOnce(Option<f32>) -> f32) {
-        let row = self.row_mut(a);
-        let (added, hint) = (row.write(b, f), row.hint());
-        self.entries += u64::from(added);
-        self.set_hint(a, hint);
+    /// Unordered pairs.
+    pub(crate) fn pairs(&self) -> u64 {
+        self.entries / 2
     }
 
-    /// Row `item` for writing: created if absent, copied first if a frozen
-    /// image shares it.
-    fn row_mut(&mut self, item: u32) -> &mut Row {
-        let at = item as usize;
+    /// Multiplies every score by `alpha` and drops those below 1e-6.
+    pub(crate) fn decay(&mut self, alpha: f32) -> DecayReport {
+        let pairs_before = self.pairs();
+        let mut entries = 0u64;
+        for half in &mut self.rows.halves {
+            half.for_each_mut(|slot| {
+                let Some(row) = slot else { return };
+                let row = Arc::make_mut(row);
+                row.decay(alpha);
+                if row.is_empty() {
+                    *slot = None;
+                } else {
+                    entries += row.len() as u64;
+                }
+            });
+        }
+        self.entries = entries;
+        // Decay rebuilt the rows it shrank: hint where they are now.
+        for (hints, rows) in self.hints.iter_mut().zip(&self.rows.halves) {
+            *hints = rows
+                .iter()
+                .map(|row| row.as_ref().map_or(0, |r| r.hint()))
+                .collect();
+        }
+        DecayReport {
+            pairs_before,
+            pairs_after: self.pairs(),
+        }
+    }
+
+    /// The rows (cheap to clone, for images).
+    pub(crate) fn rows(&self) -> &RowTable {
+        &self.rows
+    }
+
+    /// Rough heap bytes: 8-byte slots at load 3/8..3/4 (~14 bytes per entry),
+    /// plus row headers.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let hints: usize = self.hints.iter().map(Vec::capacity).sum();
+        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48 + hints * 8
+    }
+}
+
+/// One half of the rows (the even or the odd items) and their hints, for
+/// writing.
+struct Half<'a> {
+    rows: &'a mut CowVec<Option<Arc<Row>>>,
+    hints: &'a mut Vec<u64>,
+}
+
+impl Half<'_> {
+    /// `f` on row `item` (created if absent, copied first if a frozen image
+    /// shares it), then its hint updated.
+    fn with_row<R>(&mut self, item: u32, f: impl FnOnce(&mut Row) -> R) -> R {
+        let at = (item >> 1) as usize;
         while self.rows.len() <= at {
             self.rows.push(None);
         }
@@ -657,50 +758,93 @@ impl CoIndex {
         }
         let row = Arc::make_mut(row);
         row.slots.flatten(false);
-        row
+        let out = f(row);
+        let hint = row.hint();
+        if self.hints.len() <= at {
+            self.hints.resize(at + 1, 0);
+        }
+        if let Some(h) = self.hints.get_mut(at) {
+            *h = hint;
+        }
+        out
     }
 
-    /// Unordered pairs.
-    pub(crate) fn pairs(&self) -> u64 {
-        self.entries / 2
-    }
-
-    /// Multiplies every score by `alpha` and drops those below 1e-6.
-    pub(crate) fn decay(&mut self, alpha: f32) -> DecayReport {
-        let pairs_before = self.pairs();
-        let mut entries = 0u64;
-        self.rows.for_each_mut(|slot| {
-            let Some(row) = slot else { return };
-            let row = Arc::make_mut(row);
-            row.decay(alpha);
-            if row.is_empty() {
-                *slot = None;
-            } else {
-                entries += row.len() as u64;
-            }
-        });
-        self.entries = entries;
-        // Decay rebuilt the rows it shrank: hint where they are now.
-        self.hints = self
-            .rows
-            .iter()
-            .map(|row| row.as_ref().map_or(0, |r| r.hint()))
-            .collect();
-        DecayReport {
-            pairs_before,
-            pairs_after: self.pairs(),
+    /// Prefetches, ahead of its update, what `co[b][a]` will read: row `b`'s
+    /// header and the slot its lookup of `a` starts at, the latter found
+    /// from `b`'s hint rather than its header, so both misses are in flight
+    /// at once. No effect on the result.
+    fn warm(&self, a: u32, b: u32) {
+        let at = (b >> 1) as usize;
+        if let Some(Some(row)) = self.rows.get(at) {
+            prefetch(Arc::as_ptr(row));
+        }
+        if let Some(line) = self.hints.get(at).and_then(|&h| hinted_line(h, a)) {
+            prefetch(line as *const u8);
         }
     }
+}
 
-    /// The rows (cheap to clone, for images).
-    pub(crate) fn rows(&self) -> &CowVec<Option<Arc<Row>>> {
-        &self.rows
+/// Writes to the rows of one half or of both, counting the entries added.
+struct Writer<'a> {
+    /// Indexed by parity; `None` for a half another thread writes.
+    halves: [Option<Half<'a>>; 2],
+    added: u64,
+}
+
+impl<'a> Writer<'a> {
+    /// Writes to half `parity` only.
+    fn only(parity: usize, rows: &'a mut CowVec<Option<Arc<Row>>>, hints: &'a mut Vec<u64>) -> Self {
+        let mut halves = [None, None];
+        if let Some(h) = halves.get_mut(parity) {
+            *h = Some(Half { rows, hints });
+        }
+        Writer { halves, added: 0 }
     }
 
-    /// Rough heap bytes: 8-byte slots at load 3/8..3/4 (~14 bytes per entry),
-    /// plus row headers.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48 + self.hints.capacity() * 8
+    /// The half holding row `item`, if this writer writes it.
+    fn half(&mut self, item: u32) -> Option<&mut Half<'a>> {
+        self.halves.get_mut((item & 1) as usize)?.as_mut()
+    }
+
+    /// `co[a][b] += p` and `co[b][a] += p` for every `(b, p)` of `partners`
+    /// (skipping zero products and `b == a`), in order, in the rows this
+    /// writer writes.
+    fn add_all(&mut self, a: u32, partners: &[(u32, f32)]) {
+        if partners.is_empty() {
+            return;
+        }
+        if let Some(half) = self.half(a) {
+            self.added += half.with_row(a, |row| {
+                for &(b, _) in partners {
+                    if let Some(p) = row.line_of(b) {
+                        prefetch(p);
+                    }
+                }
+                let mut added = 0u64;
+                for &(b, p) in partners {
+                    if p != 0.0 && b != a && row.write(b, |old| old.map_or(p, |v| v + p)) {
+                        added += 1;
+                    }
+                }
+                added
+            });
+        }
+        // Each update of another item's row is otherwise a chain of
+        // dependent cache misses (row header, then slot): start them all.
+        for &(b, _) in partners {
+            if let Some(half) = self.halves.get((b & 1) as usize).and_then(Option::as_ref) {
+                half.warm(a, b);
+            }
+        }
+        for &(b, p) in partners {
+            if p == 0.0 || b == a {
+                continue;
+            }
+            if let Some(half) = self.half(b) {
+                let added = half.with_row(b, |row| row.write(a, |old| old.map_or(p, |v| v + p)));
+                self.added += u64::from(added);
+            }
+        }
     }
 }
 
@@ -878,7 +1022,7 @@ mod tests {
     fn images_keep_their_rows_through_any_later_writes() {
         use std::collections::BTreeMap;
         type Model = BTreeMap<(u32, u32), f32>;
-        fn read(rows: &CowVec<Option<Arc<Row>>>) -> Model {
+        fn read(rows: &RowTable) -> Model {
             (0..12u32)
                 .flat_map(|a| {
                     rows.get(a as usize)
@@ -895,7 +1039,7 @@ mod tests {
         }
         let mut co = CoIndex::new();
         let mut model = Model::new();
-        let mut images: Vec<(CowVec<Option<Arc<Row>>>, Model)> = Vec::new();
+        let mut images: Vec<(RowTable, Model)> = Vec::new();
         let mut next = numbers(99);
         let mut overlays = 0;
         for step in 0..3_000 {
@@ -943,7 +1087,10 @@ mod tests {
                     continue;
                 };
                 if let Table::Flat(_) = row.slots {
-                    let hint = co.hints.get(a as usize).copied().unwrap_or(0);
+                    let hint = co.hints[(a & 1) as usize]
+                        .get((a >> 1) as usize)
+                        .copied()
+                        .unwrap_or(0);
                     for key in [0, 7, a, 1000] {
                         let want = row.line_of(key).map(|p| p as usize);
                         assert_eq!(hinted_line(hint, key), want, "hint of row {a} at step {step}");

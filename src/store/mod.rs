@@ -30,7 +30,7 @@ mod vectors;
 use std::fmt;
 use std::sync::Arc;
 
-use cooccurrence::{CoIndex, Row};
+use cooccurrence::{CoIndex, Row, RowTable};
 use cowvec::CowVec;
 use events::{DedupKey, DedupLru, Event, EventStore, Ring};
 use intern::{name_of, Interner};
@@ -255,8 +255,26 @@ pub struct Store {
     dedup: DedupLru,
     co: CoIndex,
     vectors: VectorStore,
-    /// Scratch for `add_event`: the new event's partners in the ring.
+    /// Scratch for `add_event(s)`: the new events' partners in their rings.
     partners: Vec<(u32, f32)>,
+    /// Scratch for `add_events`: each stored event's item and its partners.
+    group: Vec<(u32, std::ops::Range<usize>)>,
+    /// `add_events` may write the rows on two threads.
+    split_writes: bool,
+}
+
+/// `add_events` makes the co-occurrence writes of at most this many events
+/// at once (which bounds its scratch memory: each event has at most
+/// `ctx_buffer_size - 1` partners).
+pub const INGEST_GROUP: usize = 4096;
+
+/// One event for [`Store::add_events`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'e> {
+    pub ctx: &'e str,
+    pub kind: EventKind,
+    pub id: &'e str,
+    pub score: u8,
 }
 
 impl fmt::Debug for Store {
@@ -277,6 +295,8 @@ impl Store {
             dedup: DedupLru::new(cfg.dedup_cache_size, cfg.dedup_window_sec),
             co: CoIndex::new(),
             partners: Vec::new(),
+            group: Vec::new(),
+            split_writes: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             vectors: VectorStore::new(cfg.default_dimension),
             cfg,
         }
@@ -288,6 +308,63 @@ impl Store {
     /// EVENT. `score` is already checked to be 0..=100 (DEL passes 0).
     /// Returns true when the event was stored, false for a duplicate.
     pub fn add_event(&mut self, ctx: &str, kind: EventKind, id: &str, score: u8, now_ms: u64) -> bool {
+        let mut partners = std::mem::take(&mut self.partners);
+        partners.clear();
+        let stored = self.record_event(ctx, kind, id, score, now_ms, &mut partners);
+        if let Some(item) = stored {
+            self.co.add_all(item, &partners);
+        }
+        self.partners = partners;
+        stored.is_some()
+    }
+
+    /// `add_event` for each event in order, all at time `now_ms`; how many
+    /// were stored. The co-occurrence writes of every [`INGEST_GROUP`]
+    /// events are made together, on two threads when the machine has two
+    /// cores or more (see [`Store::set_split_writes`]); the store is the
+    /// same either way.
+    pub fn add_events<'e>(&mut self, events: impl IntoIterator<Item = EventRef<'e>>, now_ms: u64) -> usize {
+        let mut partners = std::mem::take(&mut self.partners);
+        let mut group = std::mem::take(&mut self.group);
+        partners.clear();
+        group.clear();
+        let mut stored = 0;
+        for e in events {
+            let start = partners.len();
+            if let Some(item) = self.record_event(e.ctx, e.kind, e.id, e.score, now_ms, &mut partners) {
+                stored += 1;
+                group.push((item, start..partners.len()));
+            }
+            if group.len() >= INGEST_GROUP {
+                self.co.add_batch(&group, &partners, self.split_writes);
+                partners.clear();
+                group.clear();
+            }
+        }
+        self.co.add_batch(&group, &partners, self.split_writes);
+        self.partners = partners;
+        self.group = group;
+        stored
+    }
+
+    /// Whether `add_events` may write the co-occurrence rows on two threads
+    /// (by default: when the machine has two cores or more).
+    pub fn set_split_writes(&mut self, on: bool) {
+        self.split_writes = on;
+    }
+
+    /// The event part of `add_event`: dedup, interning, the ring. Returns the
+    /// item if the event was stored, with its partners (the ring's other
+    /// items and their score products) appended to `partners`.
+    fn record_event(
+        &mut self,
+        ctx: &str,
+        kind: EventKind,
+        id: &str,
+        score: u8,
+        now_ms: u64,
+        partners: &mut Vec<(u32, f32)>,
+    ) -> Option<u32> {
         // DEL is stored with score 0; clamp so a snapshot always holds 0..=100.
         let score = if kind == EventKind::Del { 0 } else { score.min(100) };
         // Interning first costs nothing extra: a duplicate needs both names
@@ -299,7 +376,7 @@ impl Store {
             EventKind::Set | EventKind::Del => self.events.is_state_duplicate(c, item, kind, score),
         };
         if duplicate {
-            return false;
+            return None;
         }
         let ev = Event {
             timestamp_ms: now_ms,
@@ -307,18 +384,15 @@ impl Store {
             score,
             kind,
         };
-        let partners = &mut self.partners;
-        partners.clear();
         self.events.append(c, ev, |old| {
             if old.item != item {
                 partners.push((old.item, f32::from(score) * f32::from(old.score)));
             }
         });
-        self.co.add_all(item, partners);
         if kind == EventKind::Add {
             self.dedup.record(DedupKey { ctx: c, item, score }, now_ms);
         }
-        true
+        Some(item)
     }
     /// VECSET: values are finite (checked by the parser).
     pub fn set_vector(&mut self, id: &str, values: &[f32]) -> Result<(), StoreError> {
@@ -468,7 +542,7 @@ struct ImageData {
     items: CowVec<Arc<str>>,
     contexts: CowVec<Arc<str>>,
     rings: CowVec<Arc<Ring>>,
-    rows: CowVec<Option<Arc<Row>>>,
+    rows: RowTable,
     vectors: VectorChunks,
     stats: StoreStats,
 }
@@ -584,7 +658,6 @@ impl<'a> SortedPairs<'a> {
         let mut order: Vec<u32> = d
             .rows
             .iter()
-            .enumerate()
             .filter(|(_, r)| r.as_ref().is_some_and(|r| !r.is_empty()))
             .map(|(i, _)| i as u32)
             .collect();
@@ -592,7 +665,7 @@ impl<'a> SortedPairs<'a> {
         // Rows are sorted by comparing ranks instead of strings. Every
         // neighbour has a row (symmetry); were one missing, its empty name
         // would make the writer refuse the save.
-        let mut rank = vec![u32::MAX; d.rows.len()];
+        let mut rank = vec![u32::MAX; d.rows.end()];
         let mut arena = String::with_capacity(order.iter().map(|&i| name(i).len()).sum());
         let mut starts = Vec::with_capacity(order.len() + 1);
         for (r, &i) in order.iter().enumerate() {

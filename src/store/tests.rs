@@ -1149,3 +1149,88 @@ fn a_restored_dedup_lru_equals_a_replay_of_every_stored_add() {
         assert_eq!(r.dedup.entries(), replay.entries(), "cap {cap}");
     }
 }
+
+/// `add_events` with its co-occurrence writes on two threads (forced on, so
+/// a one-core machine checks it too) builds the same store, bit for bit, as
+/// `add_event` one event at a time: through ring evictions, duplicates,
+/// decays, and images that share rows (large rows get overlays), with
+/// groups of every size around the point where the second thread starts.
+#[test]
+fn batched_events_on_two_threads_build_the_same_store_bit_for_bit() {
+    fn bits(d: Dump) -> (Dump, Vec<u32>) {
+        let scores = d.1.iter().map(|p| p.2.to_bits()).collect();
+        (d, scores)
+    }
+    let cfg = |c: &mut StoreConfig| {
+        c.ctx_buffer_size = 12;
+        c.dedup_cache_size = 50;
+        c.dedup_window_sec = 30;
+    };
+    let mut one = store_with(cfg);
+    let mut batched = store_with(cfg);
+    batched.set_split_writes(true);
+    let mut rng = Rng(7);
+    let mut now = 0u64;
+    let mut images: Vec<(StoreImage, (Dump, Vec<u32>))> = Vec::new();
+    let mut group = Vec::new();
+    let mut stored = 0;
+    for round in 0..400 {
+        now += rng.below(10 * SEC);
+        group.clear();
+        let n = match rng.below(4) {
+            0 => rng.below(8),
+            1 => cooccurrence::MIN_SPLIT_EVENTS as u64 - 1 + rng.below(3),
+            _ => rng.below(400),
+        };
+        for _ in 0..n {
+            // Item numbers skewed to the first few, so that some rows grow
+            // past one page and get overlays while an image shares them.
+            let spread = rng.below(3000) + 1;
+            let id = format!("i{}", rng.below(spread));
+            let ctx = format!("c{}", rng.below(300));
+            let kind =
+                [EventKind::Add, EventKind::Add, EventKind::Set, EventKind::Del][rng.below(4) as usize];
+            let score = [0u8, 1, 7, 50, 100][rng.below(5) as usize];
+            group.push((ctx, kind, id, score));
+        }
+        let want = group
+            .iter()
+            .filter(|(c, k, i, s)| one.add_event(c, *k, i, *s, now))
+            .count();
+        let refs = group.iter().map(|(ctx, kind, id, score)| EventRef {
+            ctx,
+            kind: *kind,
+            id,
+            score: *score,
+        });
+        assert_eq!(batched.add_events(refs, now), want, "round {round}");
+        stored += want;
+        // Decays make scores that sums round, so the order of a row's
+        // writes shows in its bits.
+        if rng.below(10) == 0 {
+            one.decay(0.9);
+            batched.decay(0.9);
+        }
+        if rng.below(25) == 0 {
+            let img = batched.freeze();
+            let seen = bits(dump(&img));
+            images.push((img, seen));
+        }
+        if rng.below(30) == 0 && !images.is_empty() {
+            images.remove(rng.below(images.len() as u64) as usize);
+        }
+        if round % 100 == 0 || round == 399 {
+            assert_eq!(
+                bits(dump(&batched.freeze())),
+                bits(dump(&one.freeze())),
+                "round {round}"
+            );
+            assert_eq!(batched.stats(), one.stats(), "round {round}");
+            for (k, (img, seen)) in images.iter().enumerate() {
+                assert_eq!(&bits(dump(img)), seen, "image {k} at round {round}");
+            }
+        }
+    }
+    assert!(stored > 20_000, "a fair share is stored: {stored}");
+    assert!(one.stats().co_occurrence_pairs > 50_000);
+}

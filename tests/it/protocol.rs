@@ -293,3 +293,55 @@ fn info_in_a_pipeline_counts_the_commands_answered_before_it() {
         "{later}"
     );
 }
+
+/// Runs of pipelined EVENTs are stored together (their co-occurrence writes
+/// on two threads when the machine has two cores): the answers, SIMs in the
+/// middle of a run included, are those of the same requests sent one at a
+/// time to another server.
+#[test]
+fn pipelined_event_runs_answer_as_requests_one_at_a_time() {
+    let mut script: Vec<(String, Shape)> = Vec::new();
+    let mut n = 7u64;
+    let mut next = |m: u64| {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (n >> 33) % m
+    };
+    for round in 0..6 {
+        for _ in 0..(50 + next(400)) {
+            let kind = ["ADD", "ADD", "SET", "DEL"][next(4) as usize];
+            let score = if kind == "DEL" { 0 } else { next(101) };
+            let spread = next(300) + 1;
+            script.push((
+                format!("EVENT u{} {kind} item{} {score}", next(40), next(spread)),
+                Shape::Line,
+            ));
+            if next(150) == 0 {
+                script.push((format!("SIM item{} 5 using=events", next(20)), Shape::Results));
+            }
+        }
+        script.push((format!("VECSET item{round} 1 0 0.5"), Shape::Line));
+    }
+    for i in 0..30 {
+        script.push((format!("SIM item{i} 10 using=events"), Shape::Results));
+    }
+
+    let piped = TestServer::spawn();
+    let mut c = piped.client();
+    let all: String = script.iter().map(|(line, _)| format!("{line}\r\n")).collect();
+    c.send_raw(all.as_bytes());
+    let got: Vec<Vec<String>> = script.iter().map(|(_, shape)| c.read_response(*shape)).collect();
+
+    let single = TestServer::spawn();
+    let mut c = single.client();
+    for ((line, shape), got) in script.iter().zip(&got) {
+        c.send_raw(format!("{line}\r\n").as_bytes());
+        assert_eq!(&c.read_response(*shape), got, "{line}");
+    }
+    let results = got
+        .iter()
+        .filter(|r| r[0].starts_with("OK RESULTS") && r.len() > 3)
+        .count();
+    assert!(results > 20, "most SIMs find neighbours: {results}");
+}
