@@ -62,6 +62,10 @@ pub struct EventsConfig {
     pub dedup_cache_size: usize,
     pub decay_interval_sec: u64,
     pub decay_alpha: f64,
+    /// Extension: threads that make the co-occurrence writes of a run of
+    /// pipelined EVENTs (2 = the store's thread and one more on a machine
+    /// with two cores or more, 1 = the store's thread alone).
+    pub write_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +129,7 @@ impl Default for Config {
                 dedup_cache_size: 10_000,
                 decay_interval_sec: 3600,
                 decay_alpha: 0.99,
+                write_threads: 2,
             },
             vectors: VectorsConfig {
                 default_dimension: 0,
@@ -222,6 +227,9 @@ impl Config {
         if !(self.events.decay_alpha > 0.0 && self.events.decay_alpha <= 1.0) {
             return bad("events.decay_alpha", "must be in (0, 1]");
         }
+        if !(1..=2).contains(&self.events.write_threads) {
+            return bad("events.write_threads", "must be 1 or 2");
+        }
         if self.metric().is_none() {
             return bad(
                 "vectors.distance_metric",
@@ -284,6 +292,7 @@ impl Config {
             max_top_k: self.similarity.max_top_k,
             fusion_alpha: self.similarity.fusion_alpha as f32,
             fusion_beta: self.similarity.fusion_beta as f32,
+            write_threads: self.events.write_threads,
         }
     }
 
@@ -315,6 +324,7 @@ impl Config {
                 self.events.decay_interval_sec.to_string(),
             ),
             ("events.decay_alpha", self.events.decay_alpha.to_string()),
+            ("events.write_threads", self.events.write_threads.to_string()),
             (
                 "vectors.default_dimension",
                 self.vectors.default_dimension.to_string(),
@@ -462,6 +472,8 @@ mod tests {
                 "vectors.distance_metric",
             ),
             ("events:\n  decay_alpha: 1.5\n", "events.decay_alpha"),
+            ("events:\n  write_threads: 0\n", "events.write_threads"),
+            ("events:\n  write_threads: 3\n", "events.write_threads"),
             ("snapshot:\n  retain: 0\n", "snapshot.retain"),
             ("snapshot:\n  save_threads: 65\n", "snapshot.save_threads"),
             ("api:\n  tcp:\n    bind: nowhere\n", "api.tcp.bind"),

@@ -111,6 +111,9 @@ pub struct StoreConfig {
     pub max_top_k: usize,
     pub fusion_alpha: f32,
     pub fusion_beta: f32,
+    /// 2: `add_events` writes the co-occurrence rows on two threads when
+    /// the machine has two cores or more; 1: on the caller's thread.
+    pub write_threads: usize,
 }
 
 impl Default for StoreConfig {
@@ -124,6 +127,7 @@ impl Default for StoreConfig {
             max_top_k: 1000,
             fusion_alpha: 0.6,
             fusion_beta: 0.4,
+            write_threads: 2,
         }
     }
 }
@@ -296,7 +300,8 @@ impl Store {
             co: CoIndex::new(),
             partners: Vec::new(),
             group: Vec::new(),
-            split_writes: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            split_writes: cfg.write_threads > 1
+                && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             vectors: VectorStore::new(cfg.default_dimension),
             cfg,
         }
@@ -348,7 +353,8 @@ impl Store {
     }
 
     /// Whether `add_events` may write the co-occurrence rows on two threads
-    /// (by default: when the machine has two cores or more).
+    /// (at first: `write_threads` is 2 and the machine has two cores or
+    /// more).
     pub fn set_split_writes(&mut self, on: bool) {
         self.split_writes = on;
     }

@@ -1234,3 +1234,18 @@ fn batched_events_on_two_threads_build_the_same_store_bit_for_bit() {
     assert!(stored > 20_000, "a fair share is stored: {stored}");
     assert!(one.stats().co_occurrence_pairs > 50_000);
 }
+
+#[test]
+fn write_threads_one_keeps_the_writes_on_the_callers_thread() {
+    let one = store_with(|c| c.write_threads = 1);
+    assert!(!one.split_writes);
+    let two = store_with(|c| c.write_threads = 2);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(two.split_writes, cores > 1);
+    // A LOAD builds the new store with the same setting.
+    let b = StoreBuilder::new(StoreConfig {
+        write_threads: 1,
+        ..cfg()
+    });
+    assert!(!b.finish().split_writes);
+}
