@@ -268,9 +268,17 @@ pub struct Store {
 }
 
 /// `add_events` makes the co-occurrence writes of at most this many events
-/// at once (which bounds its scratch memory: each event has at most
-/// `ctx_buffer_size - 1` partners).
+/// at once, and of no more once their partners reach [`INGEST_PARTNERS`]
+/// (each event has up to `ctx_buffer_size - 1`), which bounds its scratch
+/// memory whatever the ring size.
 pub const INGEST_GROUP: usize = 4096;
+
+/// See [`INGEST_GROUP`]: 8 MiB of partners. The tests use 2,048, so that
+/// their runs are cut by it too.
+#[cfg(not(test))]
+pub const INGEST_PARTNERS: usize = 1 << 20;
+#[cfg(test)]
+pub const INGEST_PARTNERS: usize = 2048;
 
 /// One event for [`Store::add_events`].
 #[derive(Debug, Clone, Copy)]
@@ -324,7 +332,7 @@ impl Store {
     }
 
     /// `add_event` for each event in order, all at time `now_ms`; how many
-    /// were stored. The co-occurrence writes of every [`INGEST_GROUP`]
+    /// were stored. The co-occurrence writes of up to [`INGEST_GROUP`]
     /// events are made together, on two threads when the machine has two
     /// cores or more (see [`Store::set_split_writes`]); the store is the
     /// same either way.
@@ -340,7 +348,7 @@ impl Store {
                 stored += 1;
                 group.push((item, start..partners.len()));
             }
-            if group.len() >= INGEST_GROUP {
+            if group.len() >= INGEST_GROUP || partners.len() >= INGEST_PARTNERS {
                 self.co.add_batch(&group, &partners, self.split_writes);
                 partners.clear();
                 group.clear();
