@@ -196,14 +196,15 @@ impl Handler<ExecuteBatch> for StoreActor {
         let mut ops = msg.0.into_iter().peekable();
         let mut events = Vec::new();
         while let Some(op) = ops.next() {
-            let StoreOp::AddEvent(first) = op else {
-                out.push(self.execute(op, now));
-                continue;
+            // Anything else, and every write while loading (refused), one
+            // at a time.
+            let first = match op {
+                StoreOp::AddEvent(e) if self.staged.is_none() => e,
+                op => {
+                    out.push(self.execute(op, now));
+                    continue;
+                }
             };
-            if self.staged.is_some() {
-                out.push(Response::Error(READ_ONLY.to_string()));
-                continue;
-            }
             // A run of EVENTs is stored in one call, which can make the
             // co-occurrence writes of many events at once.
             events.clear();

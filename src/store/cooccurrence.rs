@@ -597,7 +597,9 @@ impl CoIndex {
     }
 
     /// `add(a, b, p)` for every `(b, p)` of `partners`, in order, with one
-    /// copy-on-write check for row `a` instead of one per pair (the ingest path).
+    /// copy-on-write check for row `a` instead of one per pair (what
+    /// [`Self::add_batch`] does for each event).
+    #[cfg(test)]
     pub(crate) fn add_all(&mut self, a: u32, partners: &[(u32, f32)]) {
         let mut w = self.writer();
         w.add_all(a, partners);

@@ -259,7 +259,7 @@ pub struct Store {
     dedup: DedupLru,
     co: CoIndex,
     vectors: VectorStore,
-    /// Scratch for `add_event(s)`: the new events' partners in their rings.
+    /// Scratch for `add_events`: the new events' partners in their rings.
     partners: Vec<(u32, f32)>,
     /// Scratch for `add_events`: each stored event's item and its partners.
     group: Vec<(u32, std::ops::Range<usize>)>,
@@ -321,14 +321,7 @@ impl Store {
     /// EVENT. `score` is already checked to be 0..=100 (DEL passes 0).
     /// Returns true when the event was stored, false for a duplicate.
     pub fn add_event(&mut self, ctx: &str, kind: EventKind, id: &str, score: u8, now_ms: u64) -> bool {
-        let mut partners = std::mem::take(&mut self.partners);
-        partners.clear();
-        let stored = self.record_event(ctx, kind, id, score, now_ms, &mut partners);
-        if let Some(item) = stored {
-            self.co.add_all(item, &partners);
-        }
-        self.partners = partners;
-        stored.is_some()
+        self.add_events([EventRef { ctx, kind, id, score }], now_ms) == 1
     }
 
     /// `add_event` for each event in order, all at time `now_ms`; how many
@@ -367,7 +360,7 @@ impl Store {
         self.split_writes = on;
     }
 
-    /// The event part of `add_event`: dedup, interning, the ring. Returns the
+    /// The event part of `add_events`: dedup, interning, the ring. Returns the
     /// item if the event was stored, with its partners (the ring's other
     /// items and their score products) appended to `partners`.
     fn record_event(
