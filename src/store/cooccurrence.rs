@@ -3,12 +3,12 @@
 //!
 //! Rows live in two `CowVec<Option<Arc<Row>>>`, the even and the odd item
 //! numbers' ([`RowTable`]), which a batch of events can write on two threads
-//! at once ([`CoIndex::add_batch`]). After a
-//! freeze, touching one pair copies one chunk of 1024 row pointers per side plus
-//! the two rows (of a row over one page, 2,048 slots, only the page written:
-//! see `Table`), never the whole index. Invariant: `co[a][b]` and `co[b][a]` are
-//! always updated with the same operations in the same order, so they are
-//! bit-identical and `entries` (directed) is always twice the unordered pairs.
+//! at once ([`CoIndex::add_batch`]). After a freeze, touching one pair copies
+//! one chunk of 1024 row pointers per side plus the two rows (of a row over
+//! one page, 2,048 slots, only the page written: see `Table`), never the whole
+//! index. Invariant: `co[a][b]` and `co[b][a]` are always updated with the
+//! same operations in the same order, so they are bit-identical and `entries`
+//! (directed) is always twice the unordered pairs.
 
 use std::sync::Arc;
 
@@ -579,11 +579,10 @@ pub(crate) const MIN_SPLIT_EVENTS: usize = 64;
 /// The thread that writes the odd items' rows of a split batch, started on
 /// first use and kept for the life of the process. It serves every store of
 /// the process (a server has one that ingests; stores that split at the same
-/// time, as tests' do, take turns). A
-/// thread started per batch waited ~1.2 ms on average to be first scheduled
-/// on a 2-vCPU VM, a third of a 1,000-event batch's writes; a kept one is
-/// woken in ~0.1 ms. None if no thread could be started (the caller then
-/// writes both halves itself).
+/// time, as tests' do, take turns). A thread started per batch waited
+/// ~1.2 ms on average to be first scheduled on a 2-vCPU VM, a third of a
+/// 1,000-event batch's writes; a kept one is woken in ~0.1 ms. None if no
+/// thread could be started (the caller then writes both halves itself).
 fn row_writer_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
@@ -646,26 +645,25 @@ impl CoIndex {
             }
             w.added
         };
-        if !split || events.len() < MIN_SPLIT_EVENTS {
+        // Without the row-writer thread (too few events, not allowed, or
+        // none to be had) both halves are written here.
+        let pool = if split && events.len() >= MIN_SPLIT_EVENTS {
+            row_writer_pool()
+        } else {
+            None
+        };
+        let Some(pool) = pool else {
             let added = run(self.writer());
             self.entries += added;
             return;
-        }
+        };
         let [r0, r1] = &mut self.rows.halves;
         let [h0, h1] = &mut self.hints;
-        let Some(pool) = row_writer_pool() else {
-            // No thread to be had: the odd rows are written here after the
-            // even ones (the halves do not depend on each other).
-            let added = run(Writer::only(0, r0, h0)) + run(Writer::only(1, r1, h1));
-            self.entries += added;
-            return;
-        };
         let mut odd = 0;
-        let odd_added = &mut odd;
         // Returns once the spawned half is written too; a panic in it is
         // raised here.
         let even = pool.in_place_scope(|s| {
-            s.spawn(move |_| *odd_added = run(Writer::only(1, r1, h1)));
+            s.spawn(|_| odd = run(Writer::only(1, r1, h1)));
             run(Writer::only(0, r0, h0))
         });
         self.entries += even + odd;
