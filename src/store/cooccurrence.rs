@@ -195,13 +195,57 @@ impl Table {
 /// the row header alone (so the ingest path can prefetch it), and a SIM reads
 /// the row as one contiguous array (as a few, while a save shares it). Scores are only removed by decay, which
 /// rebuilds the rows it shrinks, so there are no tombstones.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Row {
     slots: Table,
     len: usize,
     /// The largest score (0 when empty), kept exact by every write, so a SIM
     /// reads the row once instead of once for the maximum and once to rank.
     max: f32,
+    /// Every entry whose neighbour is not among `leaders` has a score at or
+    /// below this (`+inf` while the row keeps no leaders, so a write never
+    /// looks at them).
+    lead_floor: f32,
+    /// The neighbours that can have the row's best scores, kept by rows of
+    /// at least [`LEADERS_MIN_SLOTS`] slots: a SIM of up to [`LEADERS_K`]
+    /// results reads their scores instead of the whole row.
+    leaders: Option<Box<Leaders>>,
+}
+
+impl Default for Row {
+    fn default() -> Self {
+        Row {
+            slots: Table::default(),
+            len: 0,
+            max: 0.0,
+            lead_floor: f32::INFINITY,
+            leaders: None,
+        }
+    }
+}
+
+/// Rows of at least this many slots keep their leaders: a smaller row is
+/// read whole in about a microsecond. The tests' rows are smaller.
+#[cfg(not(test))]
+const LEADERS_MIN_SLOTS: usize = 1024;
+#[cfg(test)]
+const LEADERS_MIN_SLOTS: usize = 32;
+
+/// A SIM of up to this many results can be answered from a row's leaders.
+pub(crate) const LEADERS_K: usize = 16;
+
+/// Room for leaders: a write that lifts a neighbour above the floor adds it;
+/// when full, the best `LEADERS_K` stay and the floor rises to the best
+/// score of those let go.
+const LEADERS_CAP: usize = 2 * LEADERS_K;
+
+/// A row's leaders: neighbours' item numbers, `EMPTY` where free. Two cache
+/// lines, apart from the row header's, touched only by writes of scores
+/// above the floor.
+#[derive(Debug, Clone)]
+#[repr(align(64))]
+struct Leaders {
+    keys: [u32; LEADERS_CAP],
 }
 
 /// Slots examined together when a row is read whole.
@@ -402,6 +446,12 @@ impl Row {
                 *slot = *s;
             }
         }
+        // Leaders are neighbours, not slots: they stay valid as the table
+        // grows. A row that reaches the size for them (or falls below it)
+        // chooses (or drops) them.
+        if self.leaders.is_none() != (n < LEADERS_MIN_SLOTS) {
+            self.rebuild_leaders();
+        }
     }
 
     /// A row that reads as `shared` and copies its pages from it as they are
@@ -415,6 +465,8 @@ impl Row {
                 })),
                 len: shared.len,
                 max: shared.max,
+                lead_floor: shared.lead_floor,
+                leaders: shared.leaders.clone(),
             }),
             _ => None,
         }
@@ -449,6 +501,10 @@ impl Row {
         } else {
             self.max = max;
         }
+        // The entries went in without the leaders' bookkeeping.
+        if self.leaders.is_some() || self.slots.len() >= LEADERS_MIN_SLOTS {
+            self.rebuild_leaders();
+        }
     }
 
     /// Sets `co[.][b] = f(old)` (`f(None)` when absent); true if `b` is new.
@@ -480,7 +536,101 @@ impl Row {
             // scores only grow): find the new largest.
             self.recompute_max();
         }
+        if new > self.lead_floor {
+            self.note_leader(b);
+        }
         old.is_none()
+    }
+
+    /// Keeps the leaders' invariant after `b`'s score rose above the floor:
+    /// `b` becomes a leader if it is not one.
+    #[inline(never)]
+    fn note_leader(&mut self, b: u32) {
+        let Some(leaders) = self.leaders.as_deref_mut() else {
+            return;
+        };
+        if leaders.keys.iter().fold(false, |found, &k| found | (k == b)) {
+            return;
+        }
+        if let Some(free) = leaders.keys.iter_mut().find(|k| **k == EMPTY) {
+            *free = b;
+            return;
+        }
+        self.compact_leaders(b);
+    }
+
+    /// Full leaders and one more, `b`: the best `LEADERS_K` by score stay,
+    /// and the floor rises to the best score of the others.
+    #[cold]
+    fn compact_leaders(&mut self, b: u32) {
+        let Some(leaders) = self.leaders.as_deref() else {
+            return;
+        };
+        let mut ranked: Vec<(f32, u32)> = leaders
+            .keys
+            .iter()
+            .copied()
+            .chain(std::iter::once(b))
+            .filter_map(|k| Some((self.score_of(k)?, k)))
+            .collect();
+        ranked.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
+        if let Some(&(s, _)) = ranked.get(LEADERS_K) {
+            self.lead_floor = self.lead_floor.max(s);
+        }
+        let mut keys = [EMPTY; LEADERS_CAP];
+        for (to, &(_, k)) in keys.iter_mut().zip(ranked.iter().take(LEADERS_K)) {
+            *to = k;
+        }
+        self.leaders = Some(Box::new(Leaders { keys }));
+    }
+
+    /// Chooses the leaders afresh from every entry (a row that just reached
+    /// [`LEADERS_MIN_SLOTS`], one filled by a load, or one decayed), or drops
+    /// them from a row below that size.
+    fn rebuild_leaders(&mut self) {
+        if self.slots.len() < LEADERS_MIN_SLOTS {
+            self.leaders = None;
+            self.lead_floor = f32::INFINITY;
+            return;
+        }
+        // The best LEADERS_K + 1 entries, best first: the last one's score
+        // is the floor of the others.
+        let mut best: Vec<(f32, u32)> = Vec::with_capacity(LEADERS_K + 2);
+        self.for_each(|k, s| {
+            if best.len() <= LEADERS_K || best.last().is_some_and(|&(worst, _)| s > worst) {
+                let at = best.partition_point(|&(t, _)| t >= s);
+                best.insert(at, (s, k));
+                best.truncate(LEADERS_K + 1);
+            }
+        });
+        let mut keys = [EMPTY; LEADERS_CAP];
+        for (to, &(_, k)) in keys.iter_mut().zip(best.iter().take(LEADERS_K)) {
+            *to = k;
+        }
+        self.lead_floor = best.get(LEADERS_K).map_or(0.0, |&(s, _)| s);
+        self.leaders = Some(Box::new(Leaders { keys }));
+    }
+
+    /// `b`'s score, if `b` is a neighbour.
+    fn score_of(&self, b: u32) -> Option<f32> {
+        if self.slots.is_empty() || b == EMPTY {
+            return None;
+        }
+        let s = self.slots.get(self.probe(b))?;
+        (s.key == b).then_some(s.score)
+    }
+
+    /// For a SIM of at most [`LEADERS_K`] results: calls `f(neighbour,
+    /// score)` for each leader, and returns the score every other entry is
+    /// at or below. `None` (and no calls) when the row keeps no leaders.
+    pub(crate) fn leaders(&self, mut f: impl FnMut(u32, f32)) -> Option<f32> {
+        let leaders = self.leaders.as_deref()?;
+        for &k in leaders.keys.iter().filter(|&&k| k != EMPTY) {
+            if let Some(s) = self.score_of(k) {
+                f(k, s);
+            }
+        }
+        Some(self.lead_floor)
     }
 
     fn recompute_max(&mut self) {
@@ -513,6 +663,9 @@ impl Row {
             }
         }
         self.recompute_max();
+        // Scaled scores keep their order, but the floor must scale too, and
+        // dropped leaders make room.
+        self.rebuild_leaders();
     }
 }
 
@@ -747,10 +900,11 @@ impl CoIndex {
     }
 
     /// Rough heap bytes: 8-byte slots at load 3/8..3/4 (~14 bytes per entry),
-    /// plus row headers.
+    /// plus row headers (56 bytes with the `Arc`'s counts; a large row's
+    /// leaders, 128 bytes, are left out: at most 1/64 of its slots).
     pub(crate) fn heap_bytes(&self) -> usize {
         let hints: usize = self.hints.iter().map(Vec::capacity).sum();
-        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 48 + hints * 8
+        self.rows.heap_bytes() + self.entries as usize * 14 + self.rows.len() * 56 + hints * 8
     }
 }
 
@@ -887,6 +1041,26 @@ mod tests {
 
     fn score(co: &CoIndex, a: u32, b: u32) -> Option<f32> {
         co.row(a).and_then(|r| r.get(&b).copied())
+    }
+
+    /// A row keeps leaders exactly when it is large enough, reports their
+    /// scores as stored, and every other entry scores at or below the floor.
+    fn assert_leaders_hold(row: &Row) {
+        let mut leaders = Vec::new();
+        let floor = row.leaders(|b, s| leaders.push((b, s)));
+        assert_eq!(
+            floor.is_some(),
+            row.slots.len() >= LEADERS_MIN_SLOTS,
+            "leaders kept by size"
+        );
+        let Some(floor) = floor else { return };
+        assert!(leaders.len() <= LEADERS_CAP);
+        for (b, s) in row.iter() {
+            match leaders.iter().find(|&&(l, _)| l == b) {
+                Some(&(_, ls)) => assert_eq!(ls.to_bits(), s.to_bits(), "leader {b}"),
+                None => assert!(s <= floor, "{b} scores {s}, above the floor {floor}"),
+            }
+        }
     }
 
     #[test]
@@ -1054,6 +1228,7 @@ mod tests {
                             let mut each = Vec::new();
                             r.for_each(|b, s| each.push((b, s)));
                             assert!(r.iter().eq(each.iter().copied()), "for_each and iter of row {a}");
+                            assert_leaders_hold(r);
                             r.iter().map(move |(b, s)| ((a, b), s))
                         })
                 })
@@ -1155,6 +1330,7 @@ mod tests {
             }
             let max = model.values().copied().fold(0.0, f32::max);
             assert_eq!(row.max(), max, "max at {when}");
+            assert_leaders_hold(row);
             assert!(row.len() * 4 <= row.slots.len() * 3 || row.slots.is_empty());
         };
         for step in 0..20_000u64 {

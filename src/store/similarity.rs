@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::cooccurrence::Row;
+use super::cooccurrence::{Row, LEADERS_K};
 use super::prefetch::prefetch_ahead;
 #[cfg(target_arch = "x86_64")]
 use super::quant::idot_avx2;
@@ -178,6 +178,11 @@ impl<'a> TopK<'a> {
                 }
             }
         }
+    }
+
+    /// Candidates kept so far.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// A score below this cannot enter now (`-inf` until `k` are kept; the
@@ -371,6 +376,18 @@ const PARALLEL_SCAN_MIN_VECTORS: usize = 32 * 1024;
 pub(crate) fn events_top_k<'a>(row: &Row, k: usize, name: impl Fn(u32) -> &'a Arc<str>) -> Vec<Cand<'a>> {
     let max = row.max();
     let mut top = TopK::new(k);
+    if max > 0.0 && k <= LEADERS_K {
+        // A large row's leaders, offered alone, give the answer when the
+        // worst of the `k` kept is strictly above every other entry's score
+        // (`s / max` is monotone in `s`, so no other entry can enter or tie).
+        let others = row.leaders(|item, s| top.offer(s / max, item, || name(item)));
+        if let Some(others) = others {
+            if top.len() == k && top.floor() > others / max {
+                return top.into_sorted();
+            }
+            top = TopK::new(k);
+        }
+    }
     if max > 0.0 {
         // `scan` visits at least every entry whose score could enter `top`
         // now (its threshold only rises), and `offer` decides exactly as if
@@ -504,6 +521,54 @@ mod tests {
             let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score)).collect::<Vec<_>>();
             assert_eq!(ids(&got), ids(&want), "k = {k}");
         }
+    }
+
+    /// Rows that keep leaders, written as the ingest writes them (popular
+    /// partners often, scores only growing), answer `events_top_k` exactly
+    /// as offering every entry would, and mostly from their leaders.
+    #[test]
+    fn events_top_k_from_leaders_equals_offering_every_entry() {
+        use super::super::cooccurrence::CoIndex;
+        let names: Vec<Arc<str>> = (0..3000).map(|i| Arc::from(format!("item{i}"))).collect();
+        let name = |i: u32| &names[i as usize];
+        let mut co = CoIndex::new();
+        let mut x: u64 = 11;
+        let mut from_leaders = 0;
+        for round in 0..60 {
+            for _ in 0..500 {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                // Partner drawn Zipf-like over 1..3000, rows 0..4.
+                let u = ((x >> 11) as f64) / ((1u64 << 53) as f64);
+                let b = 1 + (3000f64.powf(u) as u32).min(2998);
+                co.add((x % 4) as u32, 4 + b % 2996, 1.0 + ((x >> 40) % 100) as f32);
+            }
+            if round % 20 == 19 {
+                co.decay(0.5);
+            }
+            for a in 0..4 {
+                let row = co.row(a).expect("row");
+                for k in [1, 3, 10, LEADERS_K, LEADERS_K + 1] {
+                    let got = events_top_k(row, k, name);
+                    let mut all = TopK::new(k);
+                    for (b, s) in row.iter() {
+                        all.offer(s / row.max(), b, || name(b));
+                    }
+                    let want = all.into_sorted();
+                    let ids =
+                        |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
+                    assert_eq!(ids(&got), ids(&want), "row {a}, k = {k}, round {round}");
+                    let mut floor = None;
+                    if k <= LEADERS_K {
+                        let others = row.leaders(|_, _| {});
+                        floor = others.filter(|&f| want.len() == k && want[k - 1].score > f / row.max());
+                    }
+                    from_leaders += usize::from(floor.is_some());
+                }
+            }
+        }
+        assert!(from_leaders > 500, "answered from leaders {from_leaders} times");
     }
 
     /// `vector_top_k` returns, scores' bits included, what offering every
