@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use super::cowvec::CowVec;
+use super::helper::helper_pool;
 use super::prefetch::prefetch;
 use super::DecayReport;
 
@@ -729,26 +730,6 @@ pub(crate) struct CoIndex {
 /// [`CoIndex::add_batch`] is allowed to.
 pub(crate) const MIN_SPLIT_EVENTS: usize = 64;
 
-/// The thread that writes the odd items' rows of a split batch, started on
-/// first use and kept for the life of the process. It serves every store of
-/// the process (a server has one that ingests; stores that split at the same
-/// time, as tests' do, take turns). A thread started per batch waited
-/// ~1.2 ms on average to be first scheduled on a 2-vCPU VM, a third of a
-/// 1,000-event batch's writes; a kept one is woken in ~0.1 ms. None if no
-/// thread could be started (the caller then writes both halves itself).
-fn row_writer_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(|_| "nvecd-rows".into())
-            .build()
-            .map_err(|e| tracing::warn!(error = %e, "no row-writer thread; EVENT writes stay on one thread"))
-            .ok()
-    })
-    .as_ref()
-}
-
 impl CoIndex {
     /// An empty index.
     pub(crate) fn new() -> Self {
@@ -798,10 +779,10 @@ impl CoIndex {
             }
             w.added
         };
-        // Without the row-writer thread (too few events, not allowed, or
+        // Without the helper thread (too few events, not allowed, or
         // none to be had) both halves are written here.
         let pool = if split && events.len() >= MIN_SPLIT_EVENTS {
-            row_writer_pool()
+            helper_pool()
         } else {
             None
         };

@@ -20,6 +20,7 @@
 mod cooccurrence;
 mod cowvec;
 mod events;
+mod helper;
 mod intern;
 mod namer;
 mod prefetch;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::cooccurrence::{Row, LEADERS_K};
+use super::helper::helper_pool;
 use super::prefetch::prefetch_ahead;
 #[cfg(target_arch = "x86_64")]
 use super::quant::idot_avx2;
@@ -242,19 +243,23 @@ pub(crate) fn vector_top_k<'a>(
         }
         top.into_sorted()
     };
-    if chunks.len < PARALLEL_SCAN_MIN_VECTORS || chunks.chunks.len() < 2 {
+    let helper = if chunks.len < PARALLEL_SCAN_MIN_VECTORS || chunks.chunks.len() < 2 {
+        None
+    } else {
+        helper_pool()
+    };
+    let Some(helper) = helper else {
         return scan(&chunks.chunks[..]);
-    }
+    };
     // A large exact scan is bound by memory bandwidth; two threads reach
     // more of it than one. Each half keeps its own top k, then they merge.
     let (left, right) = chunks.chunks.split_at(chunks.chunks.len() / 2);
-    let (mut a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| scan(right));
-        let mine = scan(left);
-        (
-            mine,
-            other.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-        )
+    let mut b = Vec::new();
+    // Returns once the helper's half is scanned too; a panic in it is
+    // raised here.
+    let mut a = helper.in_place_scope(|s| {
+        s.spawn(|_| b = scan(right));
+        scan(left)
     });
     a.extend(b);
     let mut top = TopK::new(k);
@@ -368,7 +373,8 @@ const PREFETCH_CODES: usize = 32;
 /// 4 KiB.
 const PREFETCH_VECTORS: usize = 8;
 
-/// Below this many vectors one thread scans alone (a thread costs ~50 µs).
+/// Below this many vectors one thread scans alone (waking the helper thread
+/// costs more than the second half would).
 const PARALLEL_SCAN_MIN_VECTORS: usize = 32 * 1024;
 
 /// The best `k` neighbours in a co-occurrence row, scored `co / max`, where
