@@ -240,6 +240,43 @@ pub(crate) const LEADERS_K: usize = 16;
 /// score of those let go.
 const LEADERS_CAP: usize = 2 * LEADERS_K;
 
+/// The best `LEADERS_K + 1` entries offered, best first (ties: the first
+/// offered): the leaders, and the floor of every other entry.
+struct Best {
+    top: Vec<(f32, u32)>,
+    /// A score must be above this to enter (`-inf` until `top` is full).
+    bar: f32,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Best {
+            top: Vec::new(),
+            bar: f32::NEG_INFINITY,
+        }
+    }
+}
+
+impl Best {
+    /// One compare for most entries of a large row.
+    #[inline(always)]
+    fn offer(&mut self, score: f32, b: u32) {
+        if score > self.bar {
+            self.enter(score, b);
+        }
+    }
+
+    #[inline(never)]
+    fn enter(&mut self, score: f32, b: u32) {
+        let at = self.top.partition_point(|&(s, _)| s >= score);
+        self.top.insert(at, (score, b));
+        self.top.truncate(LEADERS_K + 1);
+        if self.top.len() > LEADERS_K {
+            self.bar = self.top.last().map_or(f32::NEG_INFINITY, |&(s, _)| s);
+        }
+    }
+}
+
 /// A row's leaders: neighbours' item numbers, `EMPTY` where free. Two cache
 /// lines, apart from the row header's, touched only by writes of scores
 /// above the floor.
@@ -477,7 +514,13 @@ impl Row {
     /// `count` of them), with room made once: the load path, which fills
     /// most rows in one call. Same result as `write(b, |_| score)` for each.
     fn set_all<'e>(&mut self, entries: impl Iterator<Item = &'e (u32, f32)>, count: usize) {
+        let fresh = self.len == 0;
         self.reserve(count);
+        // A fresh row of the leaders' size chooses them from the entries as
+        // they go in, without a second pass over the table (its leaders are
+        // still empty, with a floor of 0, so `note_leader` would take every
+        // entry).
+        let mut best = (fresh && self.slots.len() >= LEADERS_MIN_SLOTS).then(Best::default);
         let mut replaced = false;
         let mut max = self.max;
         for &(b, score) in entries {
@@ -495,6 +538,12 @@ impl Row {
             }
             *slot = Slot { key: b, score };
             max = if self.len == 1 { score } else { max.max(score) };
+            match &mut best {
+                Some(best) => best.offer(score, b),
+                // As `write` keeps them (a no-op without leaders).
+                None if score > self.lead_floor => self.note_leader(b),
+                None => {}
+            }
         }
         if replaced {
             // A replaced score may have been the largest.
@@ -502,9 +551,14 @@ impl Row {
         } else {
             self.max = max;
         }
-        // The entries went in without the leaders' bookkeeping.
-        if self.leaders.is_some() || self.slots.len() >= LEADERS_MIN_SLOTS {
-            self.rebuild_leaders();
+        // A fresh row chooses its leaders from what was offered (from the
+        // table if an entry was replaced: `best` saw its old score too).
+        // Any other row kept them entry by entry, as `write` does: a run of
+        // pairs that spans load batches fills its row in several calls.
+        match best {
+            Some(best) if !replaced => self.set_leaders(best),
+            Some(_) => self.rebuild_leaders(),
+            None => {}
         }
     }
 
@@ -594,21 +648,20 @@ impl Row {
             self.lead_floor = f32::INFINITY;
             return;
         }
-        // The best LEADERS_K + 1 entries, best first: the last one's score
-        // is the floor of the others.
-        let mut best: Vec<(f32, u32)> = Vec::with_capacity(LEADERS_K + 2);
-        self.for_each(|k, s| {
-            if best.len() <= LEADERS_K || best.last().is_some_and(|&(worst, _)| s > worst) {
-                let at = best.partition_point(|&(t, _)| t >= s);
-                best.insert(at, (s, k));
-                best.truncate(LEADERS_K + 1);
-            }
-        });
+        let mut best = Best::default();
+        if self.len > 0 {
+            self.for_each(|k, s| best.offer(s, k));
+        }
+        self.set_leaders(best);
+    }
+
+    /// Leaders chosen from `best`, which was offered every entry.
+    fn set_leaders(&mut self, best: Best) {
         let mut keys = [EMPTY; LEADERS_CAP];
-        for (to, &(_, k)) in keys.iter_mut().zip(best.iter().take(LEADERS_K)) {
+        for (to, &(_, k)) in keys.iter_mut().zip(best.top.iter().take(LEADERS_K)) {
             *to = k;
         }
-        self.lead_floor = best.get(LEADERS_K).map_or(0.0, |&(s, _)| s);
+        self.lead_floor = best.top.get(LEADERS_K).map_or(0.0, |&(s, _)| s);
         self.leaders = Some(Box::new(Leaders { keys }));
     }
 
@@ -1349,6 +1402,33 @@ mod tests {
         model.clear();
         check(&row, &model, u64::MAX);
         assert!(row.slots.is_empty(), "an emptied row frees its table");
+    }
+
+    /// A load fills rows with `set_all`: fresh rows choose their leaders
+    /// from the entries (from the table when an entry repeats), and a row
+    /// filled again (a run of pairs spanning load batches) keeps them entry
+    /// by entry.
+    #[test]
+    fn rows_filled_by_a_load_keep_their_leaders() {
+        let mut next = numbers(5);
+        for round in 0..50u64 {
+            let mut row = Row::default();
+            let mut model = std::collections::BTreeMap::new();
+            for part in 0..4 {
+                let entries: Vec<(u32, f32)> = (0..next(200))
+                    .map(|_| (next(400) as u32, (next(1000) + 1) as f32 * (part + 1) as f32))
+                    .collect();
+                row.set_all(entries.iter(), entries.len());
+                model.extend(entries.iter().copied());
+                assert_leaders_hold(&row);
+                let mut got: Vec<(u32, f32)> = row.iter().collect();
+                got.sort_by_key(|&(b, _)| b);
+                assert!(
+                    got.iter().copied().eq(model.iter().map(|(&b, &s)| (b, s))),
+                    "round {round}"
+                );
+            }
+        }
     }
 
     #[test]
