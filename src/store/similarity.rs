@@ -478,6 +478,7 @@ pub(crate) fn finish(mut cands: Vec<Cand<'_>>, top_k: usize, min_score: Option<f
 
 #[cfg(test)]
 mod tests {
+    use super::super::cooccurrence::CoIndex;
     use super::*;
 
     fn names(v: &[&str]) -> Vec<Arc<str>> {
@@ -505,8 +506,7 @@ mod tests {
     /// floor) returns exactly what offering every entry would, ties included.
     #[test]
     fn events_top_k_equals_offering_every_entry() {
-        use super::super::cooccurrence::CoIndex;
-        let names: Vec<Arc<str>> = (0..3000).map(|i| Arc::from(format!("item{i}"))).collect();
+        let names = item_names(3000);
         let name = |i: u32| &names[i as usize];
         let mut co = CoIndex::new();
         let mut x: u32 = 3;
@@ -518,15 +518,32 @@ mod tests {
         }
         let row = co.row(0).expect("row 0");
         for k in [0, 1, 3, 10, 50, 5000] {
-            let got = events_top_k(row, k, name);
-            let mut all = TopK::new(k);
-            for (b, s) in row.iter() {
-                all.offer(s / row.max(), b, || name(b));
-            }
-            let want = all.into_sorted();
-            let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score)).collect::<Vec<_>>();
-            assert_eq!(ids(&got), ids(&want), "k = {k}");
+            assert_events_top_k_is_exact(row, k, name, &format!("k = {k}"));
         }
+    }
+
+    /// `item0`, `item1`, ... as the interner would name them.
+    fn item_names(n: u32) -> Vec<Arc<str>> {
+        (0..n).map(|i| Arc::from(format!("item{i}"))).collect()
+    }
+
+    /// `events_top_k(row, k)` returns, scores' bits included, what offering
+    /// every entry to a `TopK` keeps; returns that.
+    fn assert_events_top_k_is_exact<'a>(
+        row: &Row,
+        k: usize,
+        name: impl Fn(u32) -> &'a Arc<str>,
+        what: &str,
+    ) -> Vec<Cand<'a>> {
+        let got = events_top_k(row, k, &name);
+        let mut all = TopK::new(k);
+        for (b, s) in row.iter() {
+            all.offer(s / row.max(), b, || name(b));
+        }
+        let want = all.into_sorted();
+        let ids = |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
+        assert_eq!(ids(&got), ids(&want), "{what}");
+        want
     }
 
     /// Rows that keep leaders, written as the ingest writes them (popular
@@ -534,8 +551,7 @@ mod tests {
     /// as offering every entry would, and mostly from their leaders.
     #[test]
     fn events_top_k_from_leaders_equals_offering_every_entry() {
-        use super::super::cooccurrence::CoIndex;
-        let names: Vec<Arc<str>> = (0..3000).map(|i| Arc::from(format!("item{i}"))).collect();
+        let names = item_names(3000);
         let name = |i: u32| &names[i as usize];
         let mut co = CoIndex::new();
         let mut x: u64 = 11;
@@ -556,15 +572,12 @@ mod tests {
             for a in 0..4 {
                 let row = co.row(a).expect("row");
                 for k in [1, 3, 10, LEADERS_K, LEADERS_K + 1] {
-                    let got = events_top_k(row, k, name);
-                    let mut all = TopK::new(k);
-                    for (b, s) in row.iter() {
-                        all.offer(s / row.max(), b, || name(b));
-                    }
-                    let want = all.into_sorted();
-                    let ids =
-                        |c: &[Cand<'_>]| c.iter().map(|c| (c.item, c.score.to_bits())).collect::<Vec<_>>();
-                    assert_eq!(ids(&got), ids(&want), "row {a}, k = {k}, round {round}");
+                    let want = assert_events_top_k_is_exact(
+                        row,
+                        k,
+                        name,
+                        &format!("row {a}, k = {k}, round {round}"),
+                    );
                     let mut floor = None;
                     if k <= LEADERS_K {
                         let others = row.leaders(|_, _| {});
