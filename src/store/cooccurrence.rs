@@ -345,11 +345,7 @@ impl Row {
 
     #[cfg(test)]
     pub(crate) fn get(&self, b: &u32) -> Option<&f32> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let s = self.slots.get(self.probe(*b))?;
-        (s.key == *b).then_some(&s.score)
+        self.slot_of(*b).map(|s| &s.score)
     }
 
     /// `(neighbour, score)` pairs, in table order. Walks the table a block of
@@ -615,28 +611,22 @@ impl Row {
     }
 
     /// Full leaders and one more, `b`: the best `LEADERS_K` by score stay,
-    /// and the floor rises to the best score of the others.
+    /// and the floor rises to the best score of the others (never falls:
+    /// entries let go earlier may score above those let go now).
     #[cold]
     fn compact_leaders(&mut self, b: u32) {
         let Some(leaders) = self.leaders.as_deref() else {
             return;
         };
-        let mut ranked: Vec<(f32, u32)> = leaders
-            .keys
-            .iter()
-            .copied()
-            .chain(std::iter::once(b))
-            .filter_map(|k| Some((self.score_of(k)?, k)))
-            .collect();
-        ranked.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
-        if let Some(&(s, _)) = ranked.get(LEADERS_K) {
-            self.lead_floor = self.lead_floor.max(s);
+        let mut best = Best::default();
+        for k in leaders.keys.iter().copied().chain(std::iter::once(b)) {
+            if let Some(s) = self.score_of(k) {
+                best.offer(s, k);
+            }
         }
-        let mut keys = [EMPTY; LEADERS_CAP];
-        for (to, &(_, k)) in keys.iter_mut().zip(ranked.iter().take(LEADERS_K)) {
-            *to = k;
-        }
-        self.leaders = Some(Box::new(Leaders { keys }));
+        let floor = self.lead_floor;
+        self.set_leaders(best);
+        self.lead_floor = self.lead_floor.max(floor);
     }
 
     /// Chooses the leaders afresh from every entry (a row that just reached
@@ -667,11 +657,15 @@ impl Row {
 
     /// `b`'s score, if `b` is a neighbour.
     fn score_of(&self, b: u32) -> Option<f32> {
+        self.slot_of(b).map(|s| s.score)
+    }
+
+    /// `b`'s slot, if `b` is a neighbour.
+    fn slot_of(&self, b: u32) -> Option<&Slot> {
         if self.slots.is_empty() || b == EMPTY {
             return None;
         }
-        let s = self.slots.get(self.probe(b))?;
-        (s.key == b).then_some(s.score)
+        self.slots.get(self.probe(b)).filter(|s| s.key == b)
     }
 
     /// For a SIM of at most [`LEADERS_K`] results: calls `f(neighbour,
