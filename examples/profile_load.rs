@@ -43,12 +43,35 @@ fn main() {
     report("verify", t);
     let t = Instant::now();
     let mut batches = Vec::new();
+    // When the reader handed over its first batch of each kind, and its last.
+    let mut marks: Vec<(&str, f64)> = Vec::new();
     load_file(&mut open(), &path, opts, |b| {
+        let kind = match b {
+            LoadBatch::Contexts(_) => "contexts",
+            LoadBatch::Pairs(_) => "pairs",
+            LoadBatch::Dimension(_) | LoadBatch::Vectors(_) => "vectors",
+        };
+        if marks.last().map(|m| m.0) != Some(kind) {
+            marks.push((kind, t.elapsed().as_secs_f64()));
+        }
         batches.push(b);
         Ok(())
     })
     .expect("load");
     report("read half", t);
+    let end = t.elapsed().as_secs_f64();
+    let spans: Vec<String> = marks
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, at))| {
+            let next = marks.get(i + 1).map_or(end, |m| m.1);
+            format!("{kind} {:.3} s", next - at)
+        })
+        .collect();
+    println!(
+        "  of which (from each kind's first batch to the next's): {}",
+        spans.join(", ")
+    );
     let t = Instant::now();
     let mut b = StoreBuilder::new(StoreConfig::default());
     let mut spent = [0.0f64; 4];

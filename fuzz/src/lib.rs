@@ -11,7 +11,7 @@ use nvecd::snapshot::testkit::{fix_file_crc, fix_section_crc, payload_ranges, Mo
 use nvecd::snapshot::{
     load_file, verify_file, write_source, Header, LoadOptions, SnapshotError, VerifyReport,
 };
-use nvecd::store::{LoadBatch, PairNames};
+use nvecd::store::{LoadBatch, ItemNames};
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Seek, SeekFrom, Write};
@@ -149,7 +149,7 @@ pub fn read_checked(bytes: &[u8], opts: LoadOptions, crc: bool) -> (Verdict, Opt
 fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
     let limit = opts.batch_records.max(1);
     let mut m = Model::default();
-    let mut names = PairNames::default();
+    let mut names = ItemNames::default();
     // 0 contexts, 1 pairs, 2 dimension seen, 3 vectors
     let mut stage = 0;
     let mut dimension = None;
@@ -157,13 +157,13 @@ fn check_batches(batches: Vec<LoadBatch>, opts: LoadOptions) -> Model {
         match b {
             LoadBatch::Contexts(cs) => {
                 assert_eq!(stage, 0, "contexts batch out of order");
-                assert!(!cs.is_empty(), "empty contexts batch");
-                let records: usize = cs.iter().map(|c| 1 + c.events.len()).sum();
+                assert!(!cs.contexts.is_empty(), "empty contexts batch");
+                let records: usize = cs.contexts.iter().map(|c| 1 + c.events.len()).sum();
                 assert!(
-                    records <= limit || cs.len() == 1,
+                    records <= limit || cs.contexts.len() == 1,
                     "contexts batch of {records} records, limit {limit}"
                 );
-                m.push_contexts(cs);
+                m.push_contexts(&mut names, cs);
             }
             LoadBatch::Pairs(ps) => {
                 assert!(stage <= 1, "pairs batch out of order");

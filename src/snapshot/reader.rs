@@ -22,7 +22,9 @@ use super::format::{
 };
 use super::split::{verify_parallel, PairWalker, Split};
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, LoadBatch, LoadedContext, LoadedEvent, LoadedVector, PairBatch, PairNamer};
+use crate::store::{
+    ContextBatch, EventKind, ItemNamer, LoadBatch, LoadedContext, LoadedEvent, LoadedVector, PairBatch,
+};
 use crc32fast::Hasher;
 use std::cmp::Ordering;
 use std::fs::File;
@@ -463,11 +465,12 @@ fn decode(
         .map_err(io_err(path))?;
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, &mut *file);
     let mut cur = Cursor::new(&mut r, &ev, path);
-    decode_events(&mut cur, &scan.header, batch, &mut sink)?;
+    let mut namer = ItemNamer::default();
+    decode_events(&mut cur, &scan.header, batch, &mut sink, &mut namer)?;
     cur.finish(&ev)?;
     skip_between(&mut r, path)?;
     let mut cur = Cursor::new(&mut r, &co, path);
-    decode_pairs(&mut cur, &scan.header, batch, &mut sink)?;
+    decode_pairs(&mut cur, &scan.header, batch, &mut sink, namer)?;
     cur.finish(&co)?;
     skip_between(&mut r, path)?;
     let mut cur = Cursor::new(&mut r, &ve, path);
@@ -707,18 +710,22 @@ fn show(s: &str) -> String {
     format!("{out:?}")
 }
 
+/// Decodes the events payload; `namer` numbers the items of the batches it
+/// emits (and goes on to the pairs, which share the numbering).
 pub(super) fn decode_events(
     cur: &mut Cursor<'_>,
     header: &Header,
     batch: usize,
     sink: &mut Sink<'_>,
+    namer: &mut ItemNamer,
 ) -> Result<(), SnapshotError> {
     let building = sink.is_some();
+    let too_many = || section_corrupt(Section::Events, "too many item names");
     let n_contexts = cur.count("context count", MIN_CONTEXT_LEN)?;
     let mut prev = String::new();
     let mut id = String::new();
     let mut total: u64 = 0;
-    let mut out: Vec<LoadedContext> = Vec::new();
+    let mut out = ContextBatch::default();
     let mut out_records = 0usize;
     for i in 0..n_contexts {
         let name = cur.string("context name")?;
@@ -755,7 +762,7 @@ pub(super) fn decode_events(
             if let Some((raw, score, timestamp_ms, kind, used)) = event_in_window(win) {
                 if building {
                     events.push(LoadedEvent {
-                        id: std::str::from_utf8(raw).map(str::to_owned).unwrap_or_default(),
+                        item: namer.id_bytes(raw, &mut out.new_names).ok_or_else(too_many)?,
                         score,
                         timestamp_ms,
                         kind,
@@ -789,7 +796,7 @@ pub(super) fn decode_events(
             }
             if building {
                 events.push(LoadedEvent {
-                    id: id.clone(),
+                    item: namer.id(&id, &mut out.new_names).ok_or_else(too_many)?,
                     score,
                     timestamp_ms,
                     kind,
@@ -800,15 +807,15 @@ pub(super) fn decode_events(
         prev.push_str(&name);
         if building {
             let records = events.len().saturating_add(1);
-            if !out.is_empty() && out_records.saturating_add(records) > batch {
+            if !out.contexts.is_empty() && out_records.saturating_add(records) > batch {
                 emit(sink, LoadBatch::Contexts(std::mem::take(&mut out)))?;
                 out_records = 0;
             }
-            out.push(LoadedContext { name, events });
+            out.contexts.push(LoadedContext { name, events });
             out_records = out_records.saturating_add(records);
         }
     }
-    if !out.is_empty() {
+    if !out.contexts.is_empty() {
         emit(sink, LoadBatch::Contexts(out))?;
     }
     if cur.remaining != 0 {
@@ -925,7 +932,7 @@ fn name_at(win: &[u8], at: usize) -> Option<(Name<'_>, usize)> {
 /// of items (`a` repeats over a whole row, so it is named once per run).
 struct PairSink {
     out: PairBatch,
-    namer: PairNamer,
+    namer: ItemNamer,
     a_id: Option<u32>,
     batch: usize,
 }
@@ -997,9 +1004,10 @@ fn decode_pairs(
     header: &Header,
     batch: usize,
     sink: &mut Sink<'_>,
+    namer: ItemNamer,
 ) -> Result<(), SnapshotError> {
     let n = pair_count(cur, header, 0)?;
-    decode_pair_run(cur, 0..n, Vec::new(), Vec::new(), batch, sink)
+    decode_pair_run(cur, 0..n, Vec::new(), Vec::new(), batch, sink, namer)
 }
 
 /// The co-occurrence payload's record count, checked against the bytes left
@@ -1013,7 +1021,8 @@ pub(super) fn pair_count(cur: &mut Cursor<'_>, header: &Header, beyond: u64) -> 
 }
 
 /// Decodes pair records `run` (numbered from 0 in the section) from where
-/// `cur` is; `prev_a`, `prev_b` is record `run.start - 1` (unused for 0).
+/// `cur` is; `prev_a`, `prev_b` is record `run.start - 1` (unused for 0);
+/// `namer` numbers on from the load's earlier batches.
 pub(super) fn decode_pair_run(
     cur: &mut Cursor<'_>,
     run: std::ops::Range<u64>,
@@ -1021,6 +1030,7 @@ pub(super) fn decode_pair_run(
     mut prev_b: Vec<u8>,
     batch: usize,
     sink: &mut Sink<'_>,
+    namer: ItemNamer,
 ) -> Result<(), SnapshotError> {
     let building = sink.is_some();
     let n = run.end;
@@ -1028,7 +1038,7 @@ pub(super) fn decode_pair_run(
     // The previous pair is kept across windows (inside one, it is a slice of it).
     let mut pairs = PairSink {
         out: PairBatch::default(),
-        namer: PairNamer::default(),
+        namer,
         a_id: None,
         batch,
     };

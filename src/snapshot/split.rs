@@ -26,6 +26,7 @@ use super::reader::{
     read_header, scan, Cursor, LoadOptions, Scan, Span,
 };
 use super::{Header, SnapshotError};
+use crate::store::ItemNamer;
 use crc32fast::Hasher;
 use std::fs::File;
 use std::io::Read;
@@ -552,7 +553,7 @@ fn decode_piece(
             };
             let mut cur = Cursor::new(&mut r, &span, path);
             if span.section == Section::Events {
-                decode_events(&mut cur, header, batch, &mut None)?;
+                decode_events(&mut cur, header, batch, &mut None, &mut ItemNamer::default())?;
             } else {
                 decode_vectors(&mut cur, header, opts, batch, &mut None)?;
             }
@@ -585,11 +586,27 @@ fn decode_piece(
     match from {
         None => {
             let n = pair_count(&mut cur, header, co.payload_len - end)?;
-            decode_pair_run(&mut cur, 0..last.min(n), Vec::new(), Vec::new(), batch, &mut None)?;
+            decode_pair_run(
+                &mut cur,
+                0..last.min(n),
+                Vec::new(),
+                Vec::new(),
+                batch,
+                &mut None,
+                ItemNamer::default(),
+            )?;
         }
         Some(m) => {
             let (a, b) = previous_record(file, path, co.payload_offset, &m)?;
-            decode_pair_run(&mut cur, m.index..last, a, b, batch, &mut None)?;
+            decode_pair_run(
+                &mut cur,
+                m.index..last,
+                a,
+                b,
+                batch,
+                &mut None,
+                ItemNamer::default(),
+            )?;
         }
     }
     Ok(Piece {

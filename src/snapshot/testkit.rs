@@ -6,11 +6,11 @@ use super::format::{Section, FOOTER_LEN, HEADER_LEN, SECTION_CRC_LEN, SECTION_PR
 use super::parts::PairRows;
 use super::writer::SnapshotSource;
 use super::{Header, SnapshotError};
-use crate::store::{EventKind, EventView, LoadedContext, PairBatch, PairNames, PairRowFn};
+use crate::store::{ContextBatch, EventView, ItemNames, PairBatch, PairRowFn};
 use std::ops::Range;
 
 /// One context of a `Model`: name and `(id, score, timestamp_ms, kind)` events.
-pub type ModelContext = (String, Vec<(String, i32, u64, EventKind)>);
+pub type ModelContext = crate::store::NamedContext;
 
 /// A snapshot's content as plain lists, handed to the writer exactly as held
 /// (no sorting), so tests can also feed it invalid orders.
@@ -22,16 +22,17 @@ pub struct Model {
 }
 
 impl Model {
-    /// Appends decoded contexts (what a `LoadBatch::Contexts` carries).
-    pub fn push_contexts(&mut self, contexts: Vec<LoadedContext>) {
-        for c in contexts {
-            let events = c
-                .events
-                .into_iter()
-                .map(|e| (e.id, e.score, e.timestamp_ms, e.kind))
-                .collect();
-            self.contexts.push((c.name, events));
-        }
+    /// Appends decoded contexts (what a `LoadBatch::Contexts` carries),
+    /// naming their items with `names`, which must have seen every earlier
+    /// batch of the load.
+    ///
+    /// # Panics
+    /// On a number the batches never named (a reader bug).
+    pub fn push_contexts(&mut self, names: &mut ItemNames, batch: ContextBatch) {
+        let contexts = names
+            .contexts(batch)
+            .expect("every event's item number was named");
+        self.contexts.extend(contexts);
     }
 
     /// Appends decoded pairs (what a `LoadBatch::Pairs` carries), naming them
@@ -39,7 +40,7 @@ impl Model {
     ///
     /// # Panics
     /// On a number the batches never named (a reader bug).
-    pub fn push_pairs(&mut self, names: &mut PairNames, batch: PairBatch) {
+    pub fn push_pairs(&mut self, names: &mut ItemNames, batch: PairBatch) {
         let pairs = names.resolve(batch).expect("every pair number was named");
         self.pairs.extend(pairs);
     }

@@ -175,11 +175,11 @@ fn testdata(name: &str) -> PathBuf {
 
 fn batches_to_model(batches: Vec<LoadBatch>) -> (Model, Vec<usize>) {
     let mut m = Model::default();
-    let mut names = crate::store::PairNames::default();
+    let mut names = crate::store::ItemNames::default();
     let mut dims = Vec::new();
     for b in batches {
         match b {
-            LoadBatch::Contexts(cs) => m.push_contexts(cs),
+            LoadBatch::Contexts(cs) => m.push_contexts(&mut names, cs),
             LoadBatch::Pairs(ps) => m.push_pairs(&mut names, ps),
             LoadBatch::Dimension(d) => dims.push(d),
             LoadBatch::Vectors(vs) => m.vectors.extend(vs.into_iter().map(|v| (v.id, v.values))),
@@ -603,7 +603,7 @@ fn load_batches_are_bounded_and_ordered() {
     let mut phase = 0;
     for b in &batches {
         let (p, n) = match b {
-            LoadBatch::Contexts(cs) => (0, cs.iter().map(|c| 1 + c.events.len()).sum()),
+            LoadBatch::Contexts(cs) => (0, cs.contexts.iter().map(|c| 1 + c.events.len()).sum()),
             LoadBatch::Pairs(ps) => (1, ps.pairs.len()),
             LoadBatch::Dimension(_) => (2, 1),
             LoadBatch::Vectors(vs) => (3, vs.len()),

@@ -35,7 +35,7 @@ use cooccurrence::{CoIndex, Row, RowTable};
 use cowvec::CowVec;
 use events::{DedupKey, DedupLru, Event, EventStore, Ring};
 use intern::{name_of, Interner};
-pub use namer::PairNamer;
+pub use namer::ItemNamer;
 use similarity::{events_top_k, finish, fuse, vector_top_k, Cand};
 use vectors::{VectorChunks, VectorStore};
 
@@ -170,10 +170,18 @@ pub struct EventView<'a> {
 }
 
 /// Owned records decoded from a snapshot, handed to `StoreBuilder::apply` in batches.
-/// One event of a context.
+///
+/// Items are named by numbers local to the load, shared by its events and
+/// pairs: each batch first lists the names met for the first time in this
+/// load (numbered on from the previous batches' names), then its records in
+/// those numbers. The reader names each item once per load instead of
+/// allocating a string per event and two per pair, and the store interns each
+/// name once instead of once per record.
+///
+/// One event of a context; `item` is a load-local number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedEvent {
-    pub id: String,
+    pub item: u32,
     pub score: i32,
     pub timestamp_ms: u64,
     pub kind: EventKind,
@@ -187,12 +195,15 @@ pub struct LoadedContext {
     pub events: Vec<LoadedEvent>,
 }
 
-/// Unordered pairs `a < b` of a snapshot load. Items are named by numbers
-/// local to the load: each batch first lists the names met for the first time
-/// in this load (numbered on from the previous batches' names), then the pairs
-/// as `(a, b, score)` in those numbers. The reader names each item once per
-/// load instead of allocating two strings per pair, and the store interns each
-/// name once instead of once per pair.
+/// Contexts of a snapshot load, their events' items in load-local numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextBatch {
+    /// Names first met in this batch; the first gets the next free number.
+    pub new_names: Vec<String>,
+    pub contexts: Vec<LoadedContext>,
+}
+
+/// Unordered pairs `a < b` of a snapshot load, in load-local numbers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PairBatch {
     /// Names first met in this batch; the first gets the next free number.
@@ -201,7 +212,33 @@ pub struct PairBatch {
     pub pairs: Vec<(u32, u32, f32)>,
 }
 
-impl PairNamer {
+/// A context by name, with `(item, score, timestamp_ms, kind)` events.
+pub type NamedContext = (String, Vec<(String, i32, u64, EventKind)>);
+
+impl ItemNamer {
+    /// One batch of named contexts, numbered on from this namer's earlier
+    /// batches (tests and tools; the reader names events as it decodes them).
+    /// Stops at the first event past `u32::MAX` names.
+    pub fn contexts(&mut self, contexts: impl IntoIterator<Item = NamedContext>) -> ContextBatch {
+        let mut out = ContextBatch::default();
+        for (name, events) in contexts {
+            let mut loaded = Vec::with_capacity(events.len());
+            for (id, score, timestamp_ms, kind) in events {
+                let Some(item) = self.id(&id, &mut out.new_names) else {
+                    break;
+                };
+                loaded.push(LoadedEvent {
+                    item,
+                    score,
+                    timestamp_ms,
+                    kind,
+                });
+            }
+            out.contexts.push(LoadedContext { name, events: loaded });
+        }
+        out
+    }
+
     /// One batch of named pairs, numbered on from this namer's earlier batches.
     pub fn batch<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str, f32)>) -> PairBatch {
         let mut out = PairBatch::default();
@@ -215,13 +252,32 @@ impl PairNamer {
     }
 }
 
-/// Turns `PairBatch`es back into named pairs (tests and tools).
+/// Turns a load's `ContextBatch`es and `PairBatch`es back into names (tests
+/// and tools). One per load: it must see every batch, in order.
 #[derive(Debug, Default)]
-pub struct PairNames {
+pub struct ItemNames {
     names: Vec<String>,
 }
 
-impl PairNames {
+impl ItemNames {
+    /// The batch's contexts by name; `None` if it uses a number never named.
+    pub fn contexts(&mut self, batch: ContextBatch) -> Option<Vec<NamedContext>> {
+        self.names.extend(batch.new_names);
+        let name = |n: u32| self.names.get(n as usize).cloned();
+        batch
+            .contexts
+            .into_iter()
+            .map(|c| {
+                let events = c
+                    .events
+                    .into_iter()
+                    .map(|e| Some((name(e.item)?, e.score, e.timestamp_ms, e.kind)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some((c.name, events))
+            })
+            .collect()
+    }
+
     /// The batch's pairs by name; `None` if it uses a number never named.
     pub fn resolve(&mut self, batch: PairBatch) -> Option<Vec<(String, String, f32)>> {
         self.names.extend(batch.new_names);
@@ -245,7 +301,7 @@ pub struct LoadedVector {
 /// then all `Pairs`, then one `Dimension`, then all `Vectors`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadBatch {
-    Contexts(Vec<LoadedContext>),
+    Contexts(ContextBatch),
     Pairs(PairBatch),
     Dimension(usize),
     Vectors(Vec<LoadedVector>),
@@ -767,8 +823,8 @@ impl<'a> SortedPairs<'a> {
 /// context without events is skipped.
 pub struct StoreBuilder {
     store: Store,
-    /// Store item number of each load-local pair name (`PairBatch`).
-    pair_items: Vec<u32>,
+    /// The load-local names (`ContextBatch`, `PairBatch`).
+    load_items: LoadItems,
     /// `co[b][a]` entries waiting for row `b` to be built, by store item `b`.
     /// Pairs come sorted by `a`, so every pair naming `b` second comes before
     /// `b`'s own run: row `b` is built once, at its final size, when that run
@@ -776,6 +832,44 @@ pub struct StoreBuilder {
     pending: Vec<Vec<(u32, f32)>>,
     /// Events of the file's contexts beyond `ctx_buffer_size`, not kept.
     dropped_events: u64,
+}
+
+/// A load's item names in their load-local numbers (see `ContextBatch`), each
+/// interned when first used: a name met only in events that a smaller ring
+/// drops is not interned, as no record of the store uses it.
+#[derive(Default)]
+struct LoadItems {
+    names: Vec<String>,
+    /// Store item number of each name; `NOT_INTERNED` until first used.
+    items: Vec<u32>,
+}
+
+/// Never an interned number (the interner keeps `u32::MAX` unused).
+const NOT_INTERNED: u32 = u32::MAX;
+
+impl LoadItems {
+    /// Numbers a batch's new names on from the earlier batches'.
+    fn extend(&mut self, new_names: Vec<String>) {
+        self.items
+            .resize(self.items.len() + new_names.len(), NOT_INTERNED);
+        self.names.extend(new_names);
+    }
+
+    /// The store item of load-local number `local`, which a `what` record
+    /// names.
+    fn item(&mut self, interner: &mut Interner, local: u32, what: &str) -> Result<u32, StoreError> {
+        let at = local as usize;
+        match (self.items.get_mut(at), self.names.get(at)) {
+            (Some(n), _) if *n != NOT_INTERNED => Ok(*n),
+            (Some(n), Some(name)) => {
+                *n = interner.intern(name);
+                Ok(*n)
+            }
+            _ => Err(StoreError::InvalidData(format!(
+                "{what} names item #{local}, never named"
+            ))),
+        }
+    }
 }
 
 impl fmt::Debug for StoreBuilder {
@@ -791,7 +885,7 @@ impl StoreBuilder {
     pub fn new(cfg: StoreConfig) -> Self {
         Self {
             store: Store::new(cfg),
-            pair_items: Vec::new(),
+            load_items: LoadItems::default(),
             pending: Vec::new(),
             dropped_events: 0,
         }
@@ -800,9 +894,10 @@ impl StoreBuilder {
     pub fn apply(&mut self, batch: LoadBatch) -> Result<(), StoreError> {
         let s = &mut self.store;
         match batch {
-            LoadBatch::Contexts(list) => {
-                for c in list {
-                    let dropped = s.load_context(c)?;
+            LoadBatch::Contexts(batch) => {
+                self.load_items.extend(batch.new_names);
+                for c in batch.contexts {
+                    let dropped = s.load_context(c, &mut self.load_items)?;
                     self.dropped_events = self.dropped_events.saturating_add(dropped as u64);
                 }
             }
@@ -850,16 +945,7 @@ impl StoreBuilder {
 
     fn apply_pairs(&mut self, batch: PairBatch) -> Result<(), StoreError> {
         let s = &mut self.store;
-        for name in &batch.new_names {
-            let n = s.items.intern(name);
-            self.pair_items.push(n);
-        }
-        let item = |local: u32| {
-            self.pair_items
-                .get(local as usize)
-                .copied()
-                .ok_or_else(|| StoreError::InvalidData(format!("pair names item #{local}, never named")))
-        };
+        self.load_items.extend(batch.new_names);
         // Pairs come sorted by `a`: each run of one `a` fills row `a`
         // in one go, together with the entries waiting for it.
         let mut run: Vec<(u32, f32)> = Vec::new();
@@ -872,12 +958,12 @@ impl StoreBuilder {
                         Self::fill_row(&mut s.co, &mut self.pending, prev, &run);
                         run.clear();
                     }
-                    let n = item(la)?;
+                    let n = self.load_items.item(&mut s.items, la, "pair")?;
                     current = Some((la, n));
                     n
                 }
             };
-            let b = item(lb)?;
+            let b = self.load_items.item(&mut s.items, lb, "pair")?;
             if a == b {
                 return Err(StoreError::InvalidData("pair of an item with itself".into()));
             }
@@ -1021,7 +1107,8 @@ impl Store {
     /// Builder step: one context's events, oldest first, without pairing.
     /// Adds a context from a snapshot; returns how many of its oldest events
     /// did not fit in the ring buffer.
-    fn load_context(&mut self, c: LoadedContext) -> Result<usize, StoreError> {
+    /// `load_items`: the load's names so far.
+    fn load_context(&mut self, c: LoadedContext, load_items: &mut LoadItems) -> Result<usize, StoreError> {
         if c.events.is_empty() {
             return Ok(0);
         }
@@ -1031,16 +1118,19 @@ impl Store {
         let n = self.events.context_or_create(&c.name);
         let skip = c.events.len().saturating_sub(self.events.capacity());
         for e in c.events.into_iter().skip(skip) {
+            let item = load_items.item(&mut self.items, e.item, "event")?;
             let score = match u8::try_from(e.score) {
                 Ok(s) if s <= 100 && (e.kind != EventKind::Del || s == 0) => s,
                 _ => {
                     return Err(StoreError::InvalidData(format!(
                         "event {} in context {} has score {} ({:?})",
-                        e.id, c.name, e.score, e.kind
+                        name_of(self.items.names(), item),
+                        c.name,
+                        e.score,
+                        e.kind
                     )))
                 }
             };
-            let item = self.items.intern(&e.id);
             let ev = Event {
                 timestamp_ms: e.timestamp_ms,
                 item,

@@ -1,5 +1,5 @@
-//! `PairNamer`: numbers the item names of a snapshot load's pair section
-//! (see `PairBatch`), one lookup per pair record.
+//! `ItemNamer`: numbers the item names of a snapshot load's events and
+//! pairs (see `ContextBatch` and `PairBatch`), one lookup per record.
 //!
 //! The load's hot loop looks up ~60 million names among ~200,000 distinct
 //! ones, so the table is built for it: open addressing with linear probing,
@@ -27,7 +27,7 @@ struct Slot {
 /// Numbers names for `PairBatch`es (the reader, and tests that build batches).
 /// Holds one copy of each distinct name met, as it is met.
 #[derive(Default)]
-pub struct PairNamer {
+pub struct ItemNamer {
     slots: Vec<Slot>,
     used: usize,
     /// Every name, for comparing names longer than `INLINE` in full.
@@ -38,15 +38,15 @@ pub struct PairNamer {
     hasher: ahash::RandomState,
 }
 
-impl std::fmt::Debug for PairNamer {
+impl std::fmt::Debug for ItemNamer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PairNamer")
+        f.debug_struct("ItemNamer")
             .field("names", &self.starts.len())
             .finish()
     }
 }
 
-impl PairNamer {
+impl ItemNamer {
     /// The number of `name`, appending it to `new_names` when it is new;
     /// `None` past `u32::MAX` names.
     pub fn id(&mut self, name: &str, new_names: &mut Vec<String>) -> Option<u32> {
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn names_get_dense_numbers_in_order_of_first_use() {
-        let mut n = PairNamer::default();
+        let mut n = ItemNamer::default();
         let mut new = Vec::new();
         let long_a = "x".repeat(INLINE) + "a";
         let long_b = "x".repeat(INLINE) + "b";
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn many_names_survive_growth_and_share_no_numbers() {
-        let mut n = PairNamer::default();
+        let mut n = ItemNamer::default();
         let mut new = Vec::new();
         let names: Vec<String> = (0..50_000).map(|k| format!("item{k}")).collect();
         for (k, name) in names.iter().enumerate() {

@@ -79,23 +79,10 @@ fn dump(img: &StoreImage) -> Dump {
 fn rebuild(img: &StoreImage, cfg: StoreConfig) -> Result<Store, StoreError> {
     let (ctxs, pairs, vecs) = dump(img);
     let mut b = StoreBuilder::new(cfg);
-    b.apply(LoadBatch::Contexts(
-        ctxs.into_iter()
-            .map(|(name, evs)| LoadedContext {
-                name,
-                events: evs
-                    .into_iter()
-                    .map(|(id, score, timestamp_ms, kind)| LoadedEvent {
-                        id,
-                        score,
-                        timestamp_ms,
-                        kind,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    ))?;
-    b.apply(LoadBatch::Pairs(PairNamer::default().batch(
+    // One numbering for the load's events and pairs, as the reader's.
+    let mut namer = ItemNamer::default();
+    b.apply(LoadBatch::Contexts(namer.contexts(ctxs)))?;
+    b.apply(LoadBatch::Pairs(namer.batch(
         pairs.iter().map(|(a, b, score)| (a.as_str(), b.as_str(), *score)),
     )))?;
     b.apply(LoadBatch::Dimension(img.stats().dimension as usize))?;
@@ -734,18 +721,24 @@ fn builder_rejects_a_dimension_that_differs_from_the_default() {
 
 #[test]
 fn builder_rejects_inconsistent_records() {
-    let pair = |a: &str, b: &str, score| LoadBatch::Pairs(PairNamer::default().batch([(a, b, score)]));
+    let pair = |a: &str, b: &str, score| LoadBatch::Pairs(ItemNamer::default().batch([(a, b, score)]));
     let ctx = |score, kind| {
-        LoadBatch::Contexts(vec![LoadedContext {
+        LoadBatch::Contexts(
+            ItemNamer::default().contexts([("u".to_string(), vec![("i".to_string(), score, 0, kind)])]),
+        )
+    };
+    let unnamed = LoadBatch::Contexts(ContextBatch {
+        new_names: vec![],
+        contexts: vec![LoadedContext {
             name: "u".into(),
             events: vec![LoadedEvent {
-                id: "i".into(),
-                score,
+                item: 0,
+                score: 1,
                 timestamp_ms: 0,
-                kind,
+                kind: EventKind::Add,
             }],
-        }])
-    };
+        }],
+    });
     let vecs = |id: &str, n| {
         LoadBatch::Vectors(vec![LoadedVector {
             id: id.into(),
@@ -760,6 +753,7 @@ fn builder_rejects_inconsistent_records() {
         vec![ctx(-1, EventKind::Set)],
         vec![ctx(3, EventKind::Del)],
         vec![ctx(3, EventKind::Add), ctx(4, EventKind::Add)],
+        vec![unnamed],
         vec![LoadBatch::Dimension(0), vecs("a", 2)],
         vec![LoadBatch::Dimension(2), vecs("a", 3)],
         vec![LoadBatch::Dimension(2), vecs("a", 2), vecs("a", 2)],
@@ -784,17 +778,10 @@ fn builder_keeps_the_newest_events_when_the_buffer_shrank() {
         ctx_buffer_size: 2,
         ..cfg()
     });
-    b.apply(LoadBatch::Contexts(vec![LoadedContext {
-        name: "u".into(),
-        events: (0..5)
-            .map(|i| LoadedEvent {
-                id: format!("i{i}"),
-                score: 1,
-                timestamp_ms: i,
-                kind: EventKind::Add,
-            })
-            .collect(),
-    }]))
+    let events = (0..5).map(|i| (format!("i{i}"), 1, i, EventKind::Add)).collect();
+    b.apply(LoadBatch::Contexts(
+        ItemNamer::default().contexts([("u".to_string(), events)]),
+    ))
     .expect("valid");
     assert_eq!(b.dropped_events(), 3);
     let s = b.finish();
@@ -802,6 +789,9 @@ fn builder_keeps_the_newest_events_when_the_buffer_shrank() {
     let got: Vec<&str> = ctxs[0].1.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(got, vec!["i3", "i4"]);
     assert!(pairs.is_empty(), "loading events creates no pairs");
+    // Only the kept events' items are interned.
+    assert_eq!(s.items.get("i0"), None);
+    assert!(s.items.get("i3").is_some());
 }
 
 // ---------------------------------------------------------------- model test
@@ -1026,7 +1016,7 @@ fn random_vectors_match_a_naive_model() {
 
 #[test]
 fn pair_batches_name_each_item_once_per_load() {
-    let mut namer = PairNamer::default();
+    let mut namer = ItemNamer::default();
     let first = namer.batch([("a", "b", 1.0), ("a", "c", 2.0)]);
     assert_eq!(first.new_names, vec!["a", "b", "c"]);
     assert_eq!(first.pairs, vec![(0, 1, 1.0), (0, 2, 2.0)]);
@@ -1034,7 +1024,7 @@ fn pair_batches_name_each_item_once_per_load() {
     let second = namer.batch([("b", "c", 3.0), ("b", "d", 4.0)]);
     assert_eq!(second.new_names, vec!["d"]);
     assert_eq!(second.pairs, vec![(1, 2, 3.0), (1, 3, 4.0)]);
-    let mut names = PairNames::default();
+    let mut names = ItemNames::default();
     assert_eq!(
         names.resolve(first),
         Some(vec![("a".into(), "b".into(), 1.0), ("a".into(), "c".into(), 2.0)])
@@ -1082,7 +1072,7 @@ fn pair_rows_are_the_same_whatever_the_batch_order() {
     let (_, pairs, _) = dump(&img);
     assert!(pairs.len() > 100, "{} pairs", pairs.len());
     let build = |order: &[(String, String, f32)], size: usize| {
-        let mut namer = PairNamer::default();
+        let mut namer = ItemNamer::default();
         let mut b = StoreBuilder::new(cfg());
         for chunk in order.chunks(size) {
             let batch = namer.batch(chunk.iter().map(|(a, b, score)| (a.as_str(), b.as_str(), *score)));

@@ -17,7 +17,7 @@ use crate::rel_util::{field, Rng};
 use crate::support::{wait_until, Client, TestBinary, TestServer};
 use nvecd::protocol::Shape;
 use nvecd::snapshot::testkit::Model;
-use nvecd::store::{EventKind, LoadBatch};
+use nvecd::store::{EventKind, ItemNames, LoadBatch};
 
 /// INFO `connected_clients`.
 fn clients(c: &mut Client) -> u64 {
@@ -483,10 +483,11 @@ struct SnapshotContent {
 
 fn read_snapshot(path: &std::path::Path) -> SnapshotContent {
     let mut model = Model::default();
+    let mut names = ItemNames::default();
     let mut file = std::fs::File::open(path).expect("open snapshot");
     nvecd::snapshot::load_file(&mut file, path, nvecd::snapshot::LoadOptions::default(), |b| {
         match b {
-            LoadBatch::Contexts(cs) => model.push_contexts(cs),
+            LoadBatch::Contexts(cs) => model.push_contexts(&mut names, cs),
             LoadBatch::Vectors(vs) => model.vectors.extend(vs.into_iter().map(|v| (v.id, v.values))),
             _ => {}
         }
