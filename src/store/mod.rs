@@ -36,6 +36,7 @@ use cowvec::CowVec;
 use events::{DedupKey, DedupLru, Event, EventStore, Ring};
 use intern::{name_of, Interner};
 pub use namer::ItemNamer;
+use prefetch::prefetch;
 use similarity::{events_top_k, finish, fuse, vector_top_k, Cand};
 use vectors::{VectorChunks, VectorStore};
 
@@ -834,6 +835,11 @@ pub struct StoreBuilder {
     dropped_events: u64,
 }
 
+/// How many pairs ahead a load prefetches the waiting list it will append
+/// to, and (nearer, once the list is cached) the list's end.
+const PENDING_LIST_AHEAD: usize = 16;
+const PENDING_END_AHEAD: usize = 8;
+
 /// A load's item names in their load-local numbers (see `ContextBatch`), each
 /// interned when first used: a name met only in events that a smaller ring
 /// drops is not interned, as no record of the store uses it.
@@ -946,20 +952,17 @@ impl StoreBuilder {
     fn apply_pairs(&mut self, batch: PairBatch) -> Result<(), StoreError> {
         let s = &mut self.store;
         self.load_items.extend(batch.new_names);
-        // Pairs come sorted by `a`: each run of one `a` fills row `a`
-        // in one go, together with the entries waiting for it.
-        let mut run: Vec<(u32, f32)> = Vec::new();
-        let mut current: Option<(u32, u32)> = None;
+        // First the batch in store numbers, checked, so that the loop below
+        // knows which waiting lists it appends to next.
+        let mut pairs: Vec<(u32, u32, f32)> = Vec::with_capacity(batch.pairs.len());
+        let mut named_a: Option<(u32, u32)> = None;
+        let mut max_b = None;
         for &(la, lb, score) in &batch.pairs {
-            let a = match current {
+            let a = match named_a {
                 Some((l, n)) if l == la => n,
                 _ => {
-                    if let Some((_, prev)) = current.take() {
-                        Self::fill_row(&mut s.co, &mut self.pending, prev, &run);
-                        run.clear();
-                    }
                     let n = self.load_items.item(&mut s.items, la, "pair")?;
-                    current = Some((la, n));
+                    named_a = Some((la, n));
                     n
                 }
             };
@@ -975,16 +978,42 @@ impl StoreBuilder {
                     name(b)
                 )));
             }
-            run.push((b, score));
+            max_b = max_b.max(Some(b));
+            pairs.push((a, b, score));
+        }
+        if let Some(b) = max_b {
             let at = b as usize;
             if self.pending.len() <= at {
                 self.pending.resize_with(at + 1, Vec::new);
             }
-            if let Some(waiting) = self.pending.get_mut(at) {
+        }
+        // Pairs come sorted by `a`: each run of one `a` fills row `a`
+        // in one go, together with the entries waiting for it. Appending to
+        // `b`'s waiting list misses the cache twice (the list, then its
+        // end), so both are fetched ahead, a few pairs apart.
+        let mut run: Vec<(u32, f32)> = Vec::new();
+        let mut current: Option<u32> = None;
+        for (i, &(a, b, score)) in pairs.iter().enumerate() {
+            if let Some(&(_, b, _)) = pairs.get(i + PENDING_LIST_AHEAD) {
+                prefetch(self.pending.as_ptr().wrapping_add(b as usize));
+            }
+            if let Some(&(_, b, _)) = pairs.get(i + PENDING_END_AHEAD) {
+                if let Some(w) = self.pending.get(b as usize) {
+                    prefetch(w.as_ptr().wrapping_add(w.len()));
+                }
+            }
+            if current != Some(a) {
+                if let Some(prev) = current.replace(a) {
+                    Self::fill_row(&mut s.co, &mut self.pending, prev, &run);
+                    run.clear();
+                }
+            }
+            run.push((b, score));
+            if let Some(waiting) = self.pending.get_mut(b as usize) {
                 waiting.push((a, score));
             }
         }
-        if let Some((_, a)) = current {
+        if let Some(a) = current {
             Self::fill_row(&mut s.co, &mut self.pending, a, &run);
         }
         Ok(())
