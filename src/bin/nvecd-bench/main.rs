@@ -11,8 +11,8 @@
 //!   one request at a time per connection, on 1 and on N connections.
 //!   `(error) Item not found` is a valid answer, counted as `notfound`.
 //! - `snapshot`: wall time of `DUMP SAVE|VERIFY|LOAD bench.nvec`, the LOAD twice
-//!   (into fresh memory, then replacing the loaded state), then the VERIFY
-//!   again (the file now in the page cache).
+//!   (each replacing the server's state: first what the ingest built, then
+//!   the loaded state), then the VERIFY again (the file now in the page cache).
 //! - `stall`: EVENT latency on 2 connections without a save, then while
 //!   `DUMP SAVE stall.nvec` runs on a third one.
 //!
