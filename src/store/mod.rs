@@ -222,11 +222,12 @@ impl ItemNamer {
     /// Stops at the first event past `u32::MAX` names.
     pub fn contexts(&mut self, contexts: impl IntoIterator<Item = NamedContext>) -> ContextBatch {
         let mut out = ContextBatch::default();
-        for (name, events) in contexts {
+        'contexts: for (name, events) in contexts {
             let mut loaded = Vec::with_capacity(events.len());
             for (id, score, timestamp_ms, kind) in events {
                 let Some(item) = self.id(&id, &mut out.new_names) else {
-                    break;
+                    out.contexts.push(LoadedContext { name, events: loaded });
+                    break 'contexts;
                 };
                 loaded.push(LoadedEvent {
                     item,

@@ -24,7 +24,8 @@ struct Slot {
     key: [u8; INLINE],
 }
 
-/// Numbers names for `PairBatch`es (the reader, and tests that build batches).
+/// Numbers names for `ContextBatch`es and `PairBatch`es (the reader, and
+/// tests that build batches).
 /// Holds one copy of each distinct name met, as it is met.
 #[derive(Default)]
 pub struct ItemNamer {
