@@ -51,9 +51,12 @@ type Page = [Slot; PAGE];
 /// `PAGE` slots is copied on its own first write. So an EVENT during a SAVE
 /// copies at most a page per row it writes, not whole rows of up to 2 MiB
 /// (each copy into fresh memory), while the ingest path outside a save reads
-/// one flat array as before. Once the image is gone, the next write folds
-/// the overlay back into one array (the base's, with the copied pages put
-/// back), and decay does too.
+/// one flat array as before. Once the image is gone, writes go straight to
+/// the base's pages not copied, and each write batch folds at most
+/// [`FOLD_PAGES_PER_BATCH`] copied pages back into the base's array (a row
+/// whose pages are all back is one flat array again), so the end of a save
+/// does not make the first EVENTs after it copy megabytes each. Decay
+/// flattens a row at once.
 #[derive(Debug)]
 enum Table {
     Flat(Box<[Slot]>),
@@ -103,18 +106,31 @@ impl Overlay {
         }
     }
 
-    /// Page `k` for writing, copied from the base on its first write.
-    fn page_mut(&mut self, k: usize) -> Option<&mut Page> {
+    /// Page `k` for writing: the base's own, once no image shares the base
+    /// any more; otherwise a copy of it, made on the page's first write.
+    fn page_mut(&mut self, k: usize) -> Option<&mut [Slot]> {
         let page = self.pages.get_mut(k)?;
         if page.is_none() {
+            if Arc::get_mut(&mut self.base).is_some() {
+                let base = Arc::get_mut(&mut self.base)?;
+                return match &mut base.slots {
+                    Table::Flat(s) => s.get_mut(k * PAGE..(k + 1) * PAGE),
+                    Table::Overlay(_) => None,
+                };
+            }
             let from = Overlay::base(&self.base).get(k * PAGE..(k + 1) * PAGE)?;
             let mut copy = Box::new([FREE; PAGE]);
             copy.copy_from_slice(from);
             *page = Some(copy);
         }
-        page.as_deref_mut()
+        page.as_deref_mut().map(|p| &mut p[..])
     }
 }
+
+/// Copied pages a write batch folds back into their rows' arrays, once no
+/// image shares those rows: 64 pages (1 MiB) in each half of the rows, a few
+/// hundred microseconds.
+pub(crate) const FOLD_PAGES_PER_BATCH: usize = 64;
 
 impl Table {
     #[inline]
@@ -141,7 +157,7 @@ impl Table {
     fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
         match self {
             Table::Flat(s) => s.get_mut(i),
-            Table::Overlay(o) => o.page_mut(i >> PAGE_BITS).map(|p| &mut p[i & PAGE_MASK]),
+            Table::Overlay(o) => o.page_mut(i >> PAGE_BITS)?.get_mut(i & PAGE_MASK),
         }
     }
 
@@ -166,24 +182,42 @@ impl Table {
         }
     }
 
-    /// Makes the table flat again: folds an overlay whose base no image
-    /// shares any more into the base's array, or (when `always`) copies it.
-    fn flatten(&mut self, always: bool) {
+    /// Folds copied pages of an overlay whose base no image shares any more
+    /// back into the base's array, at most `budget` of them (which it
+    /// lowers); once none is left the table is that array again, flat.
+    /// Nothing happens while an image shares the base.
+    fn fold(&mut self, budget: &mut usize) {
         let Table::Overlay(o) = self else { return };
-        if let Some(base) = Arc::get_mut(&mut o.base) {
-            let mut slots = std::mem::take(&mut base.slots);
-            if let Table::Flat(array) = &mut slots {
-                for (k, page) in o.pages.iter().enumerate() {
-                    if let (Some(page), Some(to)) = (page, array.get_mut(k * PAGE..(k + 1) * PAGE)) {
-                        to.copy_from_slice(&page[..]);
-                    }
-                }
-                *self = slots;
-                return;
+        let Some(base) = Arc::get_mut(&mut o.base) else {
+            return;
+        };
+        let Table::Flat(array) = &mut base.slots else {
+            return;
+        };
+        let mut left = 0;
+        for (k, page) in o.pages.iter_mut().enumerate() {
+            let Some(copied) = page else { continue };
+            if *budget == 0 {
+                left += 1;
+                continue;
             }
-            base.slots = slots;
+            if let Some(to) = array.get_mut(k * PAGE..(k + 1) * PAGE) {
+                to.copy_from_slice(&copied[..]);
+                *budget -= 1;
+                *page = None;
+            }
         }
-        if always {
+        if left == 0 {
+            *self = std::mem::take(&mut base.slots);
+        }
+    }
+
+    /// Makes the table flat at once: the whole fold, or a copy while an
+    /// image still shares the base.
+    fn flatten(&mut self) {
+        let mut all = usize::MAX;
+        self.fold(&mut all);
+        if matches!(self, Table::Overlay(_)) {
             *self = self.clone();
         }
     }
@@ -689,7 +723,7 @@ impl Row {
     /// rebuilds the table if any were dropped.
     fn decay(&mut self, alpha: f32) {
         let mut dropped = false;
-        self.slots.flatten(true);
+        self.slots.flatten();
         let Table::Flat(slots) = &mut self.slots else {
             return;
         };
@@ -855,10 +889,7 @@ impl CoIndex {
         let [r0, r1] = &mut self.rows.halves;
         let [h0, h1] = &mut self.hints;
         Writer {
-            halves: [
-                Some(Half { rows: r0, hints: h0 }),
-                Some(Half { rows: r1, hints: h1 }),
-            ],
+            halves: [Some(Half::new(r0, h0)), Some(Half::new(r1, h1))],
             added: 0,
         }
     }
@@ -941,6 +972,18 @@ impl CoIndex {
 struct Half<'a> {
     rows: &'a mut CowVec<Option<Arc<Row>>>,
     hints: &'a mut Vec<u64>,
+    /// Copied pages this writer may still fold back (see [`Table::fold`]).
+    fold_budget: usize,
+}
+
+impl<'a> Half<'a> {
+    fn new(rows: &'a mut CowVec<Option<Arc<Row>>>, hints: &'a mut Vec<u64>) -> Self {
+        Half {
+            rows,
+            hints,
+            fold_budget: FOLD_PAGES_PER_BATCH,
+        }
+    }
 }
 
 impl Half<'_> {
@@ -961,7 +1004,7 @@ impl Half<'_> {
             }
         }
         let row = Arc::make_mut(row);
-        row.slots.flatten(false);
+        row.slots.fold(&mut self.fold_budget);
         let out = f(row);
         let hint = row.hint();
         if self.hints.len() <= at {
@@ -1000,7 +1043,7 @@ impl<'a> Writer<'a> {
     fn only(parity: usize, rows: &'a mut CowVec<Option<Arc<Row>>>, hints: &'a mut Vec<u64>) -> Self {
         let mut halves = [None, None];
         if let Some(h) = halves.get_mut(parity) {
-            *h = Some(Half { rows, hints });
+            *h = Some(Half::new(rows, hints));
         }
         Writer { halves, added: 0 }
     }
@@ -1055,6 +1098,7 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     /// A seeded stream of numbers below `m` (a linear congruential generator).
     fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
@@ -1194,6 +1238,61 @@ mod tests {
         assert_eq!(old.get(&1), Some(&1.0));
         assert_eq!(old.len(), 1);
         assert_eq!(score(&co, 0, 1), Some(2.0));
+    }
+
+    /// Once the image is gone, a write batch folds at most
+    /// `FOLD_PAGES_PER_BATCH` copied pages back; writes to pages not copied
+    /// go to the base's array, copying nothing; every score reads right
+    /// throughout, and the row ends up flat.
+    #[test]
+    fn after_the_image_copied_pages_fold_back_a_budget_at_a_time() {
+        let mut co = CoIndex::new();
+        let n: u32 = 4000;
+        let partners: Vec<(u32, f32)> = (1..=n).map(|b| (b, 1.0)).collect();
+        co.add_all(0, &partners);
+        let mut want: HashMap<u32, f32> = partners.iter().copied().collect();
+        let copied = |co: &CoIndex| match &co.row(0).expect("row 0").slots {
+            Table::Overlay(o) => Some(o.pages.iter().filter(|p| p.is_some()).count()),
+            Table::Flat(_) => None,
+        };
+        let check = |co: &CoIndex, want: &HashMap<u32, f32>, when: &str| {
+            let row = co.row(0).expect("row 0");
+            assert_eq!(row.len(), want.len(), "{when}");
+            for (b, s) in want {
+                assert_eq!(row.get(b), Some(s), "{b} {when}");
+            }
+        };
+        let frozen = co.rows().clone();
+        // One write per partner copies every page that holds an entry.
+        co.add_all(0, &partners);
+        for s in want.values_mut() {
+            *s += 1.0;
+        }
+        let all = copied(&co).expect("an overlay");
+        assert!(all > 2 * FOLD_PAGES_PER_BATCH, "{all} pages copied");
+        drop(frozen);
+
+        co.add(0, 1, 1.0);
+        *want.entry(1).or_default() += 1.0;
+        assert_eq!(copied(&co), Some(all - FOLD_PAGES_PER_BATCH), "one budget folded");
+        check(&co, &want, "after one fold");
+        // Pages not copied (any more) take writes in place: nothing is copied.
+        co.add_all(0, &partners);
+        for s in want.values_mut() {
+            *s += 1.0;
+        }
+        assert_eq!(copied(&co), Some(all - 2 * FOLD_PAGES_PER_BATCH));
+        check(&co, &want, "after writes through the overlay");
+        for _ in 0..all {
+            co.add(0, 2, 1.0);
+            *want.entry(2).or_default() += 1.0;
+        }
+        assert_eq!(copied(&co), None, "flat again");
+        check(&co, &want, "once flat");
+        let frozen = co.rows().clone();
+        co.add(0, 3, 1.0);
+        assert_eq!(copied(&co), Some(1), "a new image: copies again");
+        drop(frozen);
     }
 
     /// A large row shared with an image: its first write copies one page
