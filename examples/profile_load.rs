@@ -86,7 +86,7 @@ fn main() {
         spent[kind] += t.elapsed().as_secs_f64();
     }
     let t_finish = Instant::now();
-    let store = b.finish();
+    let mut store = b.finish();
     spent[3] = t_finish.elapsed().as_secs_f64();
     report("build half", t);
     println!(
@@ -170,4 +170,38 @@ fn main() {
         "SIM events (Zipf items): p50 {:.3} ms p90 {:.3} ms p99 {:.3} ms",
         lat[1000], lat[1800], lat[1980]
     );
+    // Single EVENTs into the file's contexts (the bench's `ctx<c>`, full
+    // rings), timed one by one: right after a freeze (the copy-on-write a
+    // save starts), then right after that image is dropped (the end of a
+    // save), then with no image at all.
+    let contexts = store.stats().contexts.max(1);
+    let mut event = |store: &mut nvecd::store::Store| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64 * acc;
+        let k = cum.partition_point(|&c| c < u).min(items - 1);
+        let ctx = format!("ctx{}", x % contexts);
+        let t = Instant::now();
+        store.add_event(&ctx, nvecd::store::EventKind::Add, &format!("item{k}"), 50, 0);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut phase = |what: &str, store: &mut nvecd::store::Store| {
+        let lat: Vec<f64> = (0..200).map(|_| event(store)).collect();
+        let first: Vec<String> = lat.iter().take(5).map(|l| format!("{l:.3}")).collect();
+        println!(
+            "EVENTs {what}: first five {} ms; max {:.3} ms, sum {:.1} ms over {}",
+            first.join(" "),
+            lat.iter().copied().fold(0.0, f64::max),
+            lat.iter().sum::<f64>(),
+            lat.len()
+        );
+    };
+    let t = Instant::now();
+    let image = store.freeze();
+    println!("freeze {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
+    phase("after a freeze", &mut store);
+    drop(image);
+    phase("after the image is dropped", &mut store);
+    phase("with no image", &mut store);
 }

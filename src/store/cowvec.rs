@@ -1,28 +1,29 @@
 //! `CowVec`: a growable vector stored as fixed-size chunks behind `Arc`.
 //!
 //! This is what makes `Store::freeze` cheap: cloning a `CowVec` clones only the
-//! outer list of chunk pointers (O(len / CHUNK)), and a later write through
+//! outer list of chunk pointers (O(len / chunk)), and a later write through
 //! `get_mut` or `push` copies just the one chunk it touches if a frozen image
 //! still shares it (`Arc::make_mut`). Readers of the image keep the old chunk.
+//!
+//! The chunk size is a trade: a freeze clones one `Arc` per chunk, and the
+//! first write to a chunk after it copies the whole chunk (for chunks of
+//! `Arc`s, one atomic increment per element, each a cache miss of its own).
 
 use std::sync::Arc;
 
-/// log2 of the number of elements per chunk.
-const CHUNK_BITS: usize = 10;
-/// Elements per chunk (1024).
-pub(crate) const CHUNK: usize = 1 << CHUNK_BITS;
-const CHUNK_MASK: usize = CHUNK - 1;
+/// log2 of the number of elements per chunk, unless a `CowVec` says otherwise.
+pub(crate) const CHUNK_BITS: u32 = 10;
 
-/// A copy-on-write chunked vector. Only appends and in-place updates; no removal
-/// except `clear`.
+/// A copy-on-write chunked vector of chunks of `2^BITS` elements. Only
+/// appends and in-place updates; no removal except `clear`.
 #[derive(Debug)]
-pub(crate) struct CowVec<T> {
+pub(crate) struct CowVec<T, const BITS: u32 = CHUNK_BITS> {
     chunks: Vec<Arc<Vec<T>>>,
     len: usize,
 }
 
 // Manual impl: cloning never needs `T: Clone` because it only clones `Arc`s.
-impl<T> Clone for CowVec<T> {
+impl<T, const BITS: u32> Clone for CowVec<T, BITS> {
     fn clone(&self) -> Self {
         Self {
             chunks: self.chunks.clone(),
@@ -31,7 +32,7 @@ impl<T> Clone for CowVec<T> {
     }
 }
 
-impl<T> Default for CowVec<T> {
+impl<T, const BITS: u32> Default for CowVec<T, BITS> {
     fn default() -> Self {
         Self {
             chunks: Vec::new(),
@@ -40,7 +41,11 @@ impl<T> Default for CowVec<T> {
     }
 }
 
-impl<T: Clone> CowVec<T> {
+impl<T: Clone, const BITS: u32> CowVec<T, BITS> {
+    /// Elements per chunk.
+    pub(crate) const CHUNK: usize = 1 << BITS;
+    const MASK: usize = Self::CHUNK - 1;
+
     /// An empty vector.
     pub(crate) fn new() -> Self {
         Self::default()
@@ -59,7 +64,7 @@ impl<T: Clone> CowVec<T> {
 
     /// The element at `i`, if any.
     pub(crate) fn get(&self, i: usize) -> Option<&T> {
-        self.chunks.get(i >> CHUNK_BITS)?.get(i & CHUNK_MASK)
+        self.chunks.get(i >> BITS)?.get(i & Self::MASK)
     }
 
     /// Mutable access to the element at `i`; copies its chunk first if shared.
@@ -67,16 +72,16 @@ impl<T: Clone> CowVec<T> {
         if i >= self.len {
             return None;
         }
-        let chunk = self.chunks.get_mut(i >> CHUNK_BITS)?;
-        Arc::make_mut(chunk).get_mut(i & CHUNK_MASK)
+        let chunk = self.chunks.get_mut(i >> BITS)?;
+        Arc::make_mut(chunk).get_mut(i & Self::MASK)
     }
 
     /// Appends `value`; copies the last chunk first if shared.
     pub(crate) fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(value),
+            Some(last) if last.len() < Self::CHUNK => Arc::make_mut(last).push(value),
             _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk = Vec::with_capacity(Self::CHUNK);
                 chunk.push(value);
                 self.chunks.push(Arc::new(chunk));
             }
@@ -98,7 +103,7 @@ impl<T: Clone> CowVec<T> {
 
     /// Bytes held by the chunk lists themselves (not what elements point to).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.chunks.len() * (CHUNK * std::mem::size_of::<T>() + 16)
+        self.chunks.len() * (Self::CHUNK * std::mem::size_of::<T>() + 16)
             + self.chunks.capacity() * std::mem::size_of::<Arc<Vec<T>>>()
     }
 }
@@ -107,9 +112,11 @@ impl<T: Clone> CowVec<T> {
 mod tests {
     use super::*;
 
+    const CHUNK: usize = CowVec::<usize>::CHUNK;
+
     #[test]
     fn push_and_get_cross_chunk_boundaries() {
-        let mut v = CowVec::new();
+        let mut v: CowVec<usize> = CowVec::new();
         for i in 0..(CHUNK * 2 + 5) {
             v.push(i);
         }
@@ -123,7 +130,7 @@ mod tests {
 
     #[test]
     fn clone_keeps_old_values_after_writes() {
-        let mut v = CowVec::new();
+        let mut v: CowVec<usize> = CowVec::new();
         for i in 0..(CHUNK + 3) {
             v.push(i);
         }
@@ -140,7 +147,7 @@ mod tests {
 
     #[test]
     fn untouched_chunks_stay_shared_after_a_write() {
-        let mut v = CowVec::new();
+        let mut v: CowVec<usize> = CowVec::new();
         for i in 0..(CHUNK * 3) {
             v.push(i);
         }
@@ -149,6 +156,23 @@ mod tests {
         assert!(Arc::ptr_eq(&v.chunks[0], &frozen.chunks[0]));
         assert!(!Arc::ptr_eq(&v.chunks[1], &frozen.chunks[1]));
         assert!(Arc::ptr_eq(&v.chunks[2], &frozen.chunks[2]));
+    }
+
+    #[test]
+    fn small_chunks_copy_only_the_chunk_written() {
+        let mut v: CowVec<usize, 2> = CowVec::new();
+        for i in 0..10 {
+            v.push(i);
+        }
+        assert_eq!(v.chunk_count(), 3, "chunks of 4");
+        let frozen = v.clone();
+        *v.get_mut(5).expect("exists") = 50;
+        v.push(10);
+        assert!(frozen.iter().copied().eq(0..10));
+        assert!(v.iter().copied().eq((0..11).map(|i| if i == 5 { 50 } else { i })));
+        assert!(Arc::ptr_eq(&v.chunks[0], &frozen.chunks[0]));
+        assert!(!Arc::ptr_eq(&v.chunks[1], &frozen.chunks[1]));
+        assert!(!Arc::ptr_eq(&v.chunks[2], &frozen.chunks[2]));
     }
 
     #[test]
