@@ -453,16 +453,20 @@ impl Handler<SaveSnapshot> for SnapshotActor {
             let stats = image.stats();
             let created = Utc::now().timestamp();
             let target = p.clone();
+            // On a thread of lower priority, so that the store and the
+            // connections take a core from it as soon as they need one.
             let summary = blocking(move || {
-                dir.write_atomically(&target, no_replace, |file| {
-                    // Around the page cache where the filesystem allows it,
-                    // written by a second thread (snapshot/direct.rs).
-                    let (summary, done) = snapshot::direct::write_direct(file, |out| {
-                        snapshot::write_source_with(out, &image, created, &target, encode)
-                    });
-                    let summary = summary?;
-                    done.map_err(|e| snapshot::files::map_io(e, &target, &target))?;
-                    Ok(summary)
+                snapshot::parts::at_lower_priority(snapshot::parts::SAVE_NICE, || {
+                    dir.write_atomically(&target, no_replace, |file| {
+                        // Around the page cache where the filesystem allows
+                        // it, written by a second thread (snapshot/direct.rs).
+                        let (summary, done) = snapshot::direct::write_direct(file, |out| {
+                            snapshot::write_source_with(out, &image, created, &target, encode)
+                        });
+                        let summary = summary?;
+                        done.map_err(|e| snapshot::files::map_io(e, &target, &target))?;
+                        Ok(summary)
+                    })
                 })
             })
             .await?;
