@@ -13,6 +13,9 @@
 use std::sync::Arc;
 
 use super::cowvec::CowVec;
+use super::helper::helper_pool;
+use super::prefetch::prefetch;
+use super::DecayReport;
 
 /// log2 of the row pointers in a chunk of the [`RowTable`]: 64. An EVENT
 /// writes up to a ring's worth of rows, and right after a freeze each of
@@ -24,9 +27,6 @@ use super::cowvec::CowVec;
 const ROW_CHUNK_BITS: u32 = 6;
 /// One half of the [`RowTable`].
 type Rows = CowVec<Option<Arc<Row>>, ROW_CHUNK_BITS>;
-use super::helper::helper_pool;
-use super::prefetch::prefetch;
-use super::DecayReport;
 
 /// One slot of a row's table: a neighbour's item number (`EMPTY` when the
 /// slot is free) and its score.
@@ -199,6 +199,9 @@ impl Table {
     /// Nothing happens while an image shares the base.
     fn fold(&mut self, budget: &mut usize) {
         let Table::Overlay(o) = self else { return };
+        if *budget == 0 {
+            return;
+        }
         let Some(base) = Arc::get_mut(&mut o.base) else {
             return;
         };
@@ -208,14 +211,13 @@ impl Table {
         let mut left = 0;
         for (k, page) in o.pages.iter_mut().enumerate() {
             let Some(copied) = page else { continue };
-            if *budget == 0 {
-                left += 1;
-                continue;
-            }
-            if let Some(to) = array.get_mut(k * PAGE..(k + 1) * PAGE) {
-                to.copy_from_slice(&copied[..]);
-                *budget -= 1;
-                *page = None;
+            match array.get_mut(k * PAGE..(k + 1) * PAGE) {
+                Some(to) if *budget > 0 => {
+                    to.copy_from_slice(&copied[..]);
+                    *budget -= 1;
+                    *page = None;
+                }
+                _ => left += 1,
             }
         }
         if left == 0 {
