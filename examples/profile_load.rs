@@ -153,14 +153,18 @@ fn main() {
         acc += 1.0 / (r as f64 + 1.0);
         cum.push(acc);
     }
+    // A seeded draw: (the generator's next number, a Zipf item rank).
     let mut x: u64 = 42;
-    let mut lat = Vec::new();
-    for _ in 0..2000 {
+    let mut draw = || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let u = (x >> 11) as f64 / (1u64 << 53) as f64 * acc;
-        let k = cum.partition_point(|&c| c < u).min(items - 1);
+        (x, cum.partition_point(|&c| c < u).min(items - 1))
+    };
+    let mut lat = Vec::new();
+    for _ in 0..2000 {
+        let (_, k) = draw();
         let t = Instant::now();
         let _ = store.similar(&format!("item{k}"), 10, nvecd::store::SimMode::Events, None);
         lat.push(t.elapsed().as_secs_f64() * 1e3);
@@ -176,11 +180,7 @@ fn main() {
     // save), then with no image at all.
     let contexts = store.stats().contexts.max(1);
     let mut event = |store: &mut nvecd::store::Store| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = (x >> 11) as f64 / (1u64 << 53) as f64 * acc;
-        let k = cum.partition_point(|&c| c < u).min(items - 1);
+        let (x, k) = draw();
         let ctx = format!("ctx{}", x % contexts);
         let t = Instant::now();
         store.add_event(&ctx, nvecd::store::EventKind::Add, &format!("item{k}"), 50, 0);

@@ -141,7 +141,7 @@ impl Overlay {
 /// Copied pages a write batch folds back into their rows' arrays, once no
 /// image shares those rows: 64 pages (1 MiB) in each half of the rows, a few
 /// hundred microseconds.
-pub(crate) const FOLD_PAGES_PER_BATCH: usize = 64;
+const FOLD_PAGES_PER_BATCH: usize = 64;
 
 impl Table {
     #[inline]
