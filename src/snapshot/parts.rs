@@ -486,7 +486,7 @@ pub fn at_lower_priority<R: Send>(nice: i32, f: impl FnOnce() -> R + Send) -> R 
 }
 
 /// Raises the calling thread's nice value to `nice` (Linux: per thread).
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid has no preconditions; setpriority on our own
@@ -499,6 +499,13 @@ fn lower_priority(nice: i32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
+}
+
+/// The nice value of the calling thread (Linux: per thread), for tests.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn own_nice() -> i32 {
+    // SAFETY: gettid and getpriority only read this thread's attributes.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
 }
 
 /// Lets the calling thread run only when a core is otherwise idle.
@@ -517,13 +524,6 @@ fn idle_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The nice value of the calling thread (Linux: per thread).
-    #[cfg(target_os = "linux")]
-    fn own_nice() -> i32 {
-        // SAFETY: gettid and getpriority only read this thread's attributes.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
 
     #[test]
     fn the_job_runs_on_its_own_thread_at_the_lower_priority() {
