@@ -10,7 +10,9 @@
 //!   totals against the header).
 //!
 //! A VERIFY of a large file makes pass B in pieces on several threads beside
-//! pass A (`split.rs`), with the same answers.
+//! pass A (`split.rs`), with the same answers. A LOAD reads the file once
+//! (`load_file`): the framing without the payloads, then pass B with the
+//! CRC checks; only a file that fails gets pass A, for its error.
 //!
 //! Errors come in the order SPEC 4.2 fixes: bad magic, version, size, file CRC,
 //! footer and framing, section CRCs, flags, then decoding (`Corrupt snapshot:`).
@@ -144,7 +146,7 @@ pub(super) fn verify_split(
         verify_parallel(file, path, opts, split)?
     } else {
         let scan = scan(file, path, None)?;
-        decode(file, path, &scan, opts, None)?;
+        decode(file, path, &scan, opts, None, None)?;
         scan
     };
     Ok(VerifyReport {
@@ -153,21 +155,151 @@ pub(super) fn verify_split(
     })
 }
 
-/// DUMP LOAD: verifies everything (header, size, file CRC, section CRCs), then
-/// decodes the sections in order, handing `sink` bounded batches. An error from
-/// `sink` stops the load and is returned.
+/// DUMP LOAD: verifies everything (header, size, file CRC, section CRCs)
+/// and decodes the sections in order, handing `sink` bounded batches. An
+/// error from `sink` stops the load and is returned.
+///
+/// One pass: the framing is read first (a few small reads), then each
+/// payload is CRC-ed as it is decoded, and the file CRC is combined from
+/// the sections' at the end. A file that fails anywhere gets the full pass
+/// A, so it reports exactly the error it reported when pass A ran first
+/// (the file CRC before the framing, the framing before a section CRC, and
+/// those before any record); only a file that passes it reports the
+/// decoding's error. The batches handed over before a failure are the
+/// caller's to discard (the server's staged store is).
 pub fn load_file(
     file: &mut File,
     path: &Path,
     opts: LoadOptions,
     mut sink: impl FnMut(LoadBatch) -> Result<(), SnapshotError>,
 ) -> Result<VerifyReport, SnapshotError> {
-    let scan = scan(file, path, None)?;
-    decode(file, path, &scan, opts, Some(&mut sink))?;
-    Ok(VerifyReport {
-        header: scan.header,
-        crc: scan.file_crc,
-    })
+    let loaded = match frame(file) {
+        Some(f) => decode_framed(file, path, &f, opts, &mut sink).map(|()| f.scan),
+        None => Err(corrupt("the file changed while it was loaded")),
+    };
+    match loaded {
+        Ok(scan) => Ok(VerifyReport {
+            header: scan.header,
+            crc: scan.file_crc,
+        }),
+        Err(e) => {
+            scan(file, path, None)?;
+            Err(e)
+        }
+    }
+}
+
+/// What the framing of a file holds, read without its payloads.
+struct Frame {
+    /// Spans with the section CRCs stored in the file; `file_crc` is the
+    /// footer's.
+    scan: Scan,
+    /// The CRC of the header's bytes.
+    head: Hasher,
+    /// The bytes between the payloads: a section's stored CRC and the next
+    /// section's prefix.
+    between: [[u8; SECTION_OVERHEAD]; 2],
+}
+
+/// Header, size, sections' tags and lengths, no trailing bytes, the
+/// footer's reserved field, flags: every check of pass A but the CRCs, by
+/// seeking over the payloads. `None` if any fails (the caller then runs pass
+/// A, which says how).
+fn frame(file: &mut File) -> Option<Frame> {
+    let actual = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut head = [0u8; HEADER_LEN];
+    let got = read_up_to(file, &mut head).ok()?;
+    let header = check_header_start(&head, got, actual).ok()?;
+    check_flags(&header).ok()?;
+    if header.file_size != actual || actual < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return None;
+    }
+    let body_end = actual - FOOTER_LEN as u64;
+    let mut pos = HEADER_LEN as u64;
+    let mut spans: Vec<Span> = Vec::with_capacity(3);
+    let mut raw: Vec<[u8; SECTION_OVERHEAD]> = Vec::with_capacity(3);
+    let mut prefix = [0u8; SECTION_PREFIX_LEN];
+    file.read_exact(&mut prefix).ok()?;
+    for section in Section::ALL {
+        let left = body_end.checked_sub(pos)?.checked_sub(SECTION_OVERHEAD as u64)?;
+        let (tag, len) = split_prefix(&prefix);
+        if tag != section.tag() || len > left {
+            return None;
+        }
+        let payload_offset = pos + SECTION_PREFIX_LEN as u64;
+        pos = payload_offset + len + SECTION_CRC_LEN as u64;
+        file.seek(SeekFrom::Start(payload_offset + len)).ok()?;
+        // The stored CRC, then the next section's prefix (the footer's
+        // first bytes after the last section).
+        let mut after = [0u8; SECTION_OVERHEAD];
+        let (stored, next) = after.split_at_mut(SECTION_CRC_LEN);
+        file.read_exact(stored).ok()?;
+        let mut crc = [0u8; SECTION_CRC_LEN];
+        crc.copy_from_slice(stored);
+        spans.push(Span {
+            section,
+            payload_offset,
+            payload_len: len,
+            crc: u32::from_le_bytes(crc),
+        });
+        if section != Section::Vectors {
+            file.read_exact(next).ok()?;
+            prefix.copy_from_slice(next);
+        }
+        raw.push(after);
+    }
+    if pos != body_end {
+        return None;
+    }
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact(&mut footer).ok()?;
+    let (stored_crc, reserved) = split_footer(&footer);
+    if reserved != 0 {
+        return None;
+    }
+    let mut head_crc = Hasher::new();
+    head_crc.update(&head);
+    match (spans.as_slice(), raw.as_slice()) {
+        ([a, b, c], [x, y, _]) => Some(Frame {
+            scan: Scan {
+                header,
+                file_crc: stored_crc,
+                spans: [*a, *b, *c],
+            },
+            head: head_crc,
+            between: [*x, *y],
+        }),
+        _ => None,
+    }
+}
+
+/// Pass B on a framed file, with the CRC checks of pass A: each section's
+/// at its end, the file's from the sections' at the end of the file.
+fn decode_framed(
+    file: &mut File,
+    path: &Path,
+    f: &Frame,
+    opts: LoadOptions,
+    sink: &mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let sections = decode(file, path, &f.scan, opts, Some(sink), Some(&f.between))?;
+    let mut file_crc = f.head.clone();
+    for (i, (section, span)) in sections.iter().zip(&f.scan.spans).enumerate() {
+        file_crc.combine(section);
+        match f.between.get(i) {
+            Some(between) => file_crc.update(between.get(..SECTION_CRC_LEN).unwrap_or_default()),
+            None => file_crc.update(&span.crc.to_le_bytes()),
+        }
+    }
+    let actual = file_crc.finalize();
+    if crc_checks_on() && actual != f.scan.file_crc {
+        return Err(SnapshotError::CrcMismatch {
+            expected: f.scan.file_crc,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
@@ -451,38 +583,58 @@ impl Scanner<'_> {
 
 pub(super) type Sink<'s> = Option<&'s mut dyn FnMut(LoadBatch) -> Result<(), SnapshotError>>;
 
-/// Pass B: decodes the three payloads in order.
+/// Pass B: decodes the three payloads in order; returns each section's CRC
+/// (of its prefix and payload), which was checked against `scan`'s. With
+/// `between`, the bytes between the payloads must be those (the file did
+/// not change since they were read).
 fn decode(
     file: &mut File,
     path: &Path,
     scan: &Scan,
     opts: LoadOptions,
     mut sink: Sink<'_>,
-) -> Result<(), SnapshotError> {
+    between: Option<&[[u8; SECTION_OVERHEAD]; 2]>,
+) -> Result<[Hasher; 3], SnapshotError> {
     let batch = opts.batch_records.max(1);
     let [ev, co, ve] = scan.spans;
+    let [after_ev, after_co] = match between {
+        Some([a, b]) => [Some(a), Some(b)],
+        None => [None, None],
+    };
     file.seek(SeekFrom::Start(ev.payload_offset))
         .map_err(io_err(path))?;
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, &mut *file);
     let mut cur = Cursor::new(&mut r, &ev, path);
     let mut namer = ItemNamer::default();
     decode_events(&mut cur, &scan.header, batch, &mut sink, &mut namer)?;
+    let ev_crc = cur.crc.clone();
     cur.finish(&ev)?;
-    skip_between(&mut r, path)?;
+    skip_between(&mut r, path, after_ev)?;
     let mut cur = Cursor::new(&mut r, &co, path);
     decode_pairs(&mut cur, &scan.header, batch, &mut sink, namer)?;
+    let co_crc = cur.crc.clone();
     cur.finish(&co)?;
-    skip_between(&mut r, path)?;
+    skip_between(&mut r, path, after_co)?;
     let mut cur = Cursor::new(&mut r, &ve, path);
     decode_vectors(&mut cur, &scan.header, opts, batch, &mut sink)?;
+    let ve_crc = cur.crc.clone();
     cur.finish(&ve)?;
-    Ok(())
+    Ok([ev_crc, co_crc, ve_crc])
 }
 
-/// Moves over the CRC of one section and the prefix of the next (checked in pass A).
-fn skip_between(r: &mut BufReader<&mut File>, path: &Path) -> Result<(), SnapshotError> {
+/// Moves over the CRC of one section and the prefix of the next (checked in
+/// pass A, or read by `frame`: then they must be the same bytes).
+fn skip_between(
+    r: &mut BufReader<&mut File>,
+    path: &Path,
+    expect: Option<&[u8; SECTION_OVERHEAD]>,
+) -> Result<(), SnapshotError> {
     let mut skip = [0u8; SECTION_OVERHEAD];
-    r.read_exact(&mut skip).map_err(io_err(path))
+    r.read_exact(&mut skip).map_err(io_err(path))?;
+    match expect {
+        Some(e) if *e != skip => Err(corrupt("the file changed while it was loaded")),
+        _ => Ok(()),
+    }
 }
 
 fn emit(sink: &mut Sink<'_>, batch: LoadBatch) -> Result<(), SnapshotError> {

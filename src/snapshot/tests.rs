@@ -35,7 +35,9 @@ impl Scratch {
         self.verify_with(bytes, opts())
     }
     /// Verifies sequentially and split into pieces as small as one pair
-    /// record on three threads: both must give the same answer.
+    /// record on three threads, and loads: all three must give the same
+    /// answer (a LOAD checks the CRCs while it decodes, yet reports what
+    /// VERIFY reports).
     fn verify_with(&mut self, bytes: &[u8], o: LoadOptions) -> Result<VerifyReport, SnapshotError> {
         let path = Path::new("test.nvec");
         let one = Split {
@@ -48,6 +50,12 @@ impl Scratch {
             split.as_ref().map_err(ToString::to_string),
             sequential.as_ref().map_err(ToString::to_string),
             "split and sequential VERIFY disagree"
+        );
+        let loaded = load_file(self.put(bytes), path, o, |_| Ok(()));
+        assert_eq!(
+            loaded.as_ref().map_err(ToString::to_string),
+            sequential.as_ref().map_err(ToString::to_string),
+            "LOAD and VERIFY disagree"
         );
         sequential
     }
@@ -751,6 +759,30 @@ fn errors_come_in_spec_order() {
     );
 }
 
+/// A LOAD CRC-checks while it decodes: a file whose only fault is a stored
+/// CRC (the bytes it covers intact) is still refused, with VERIFY's error.
+#[test]
+fn load_refuses_a_file_whose_only_fault_is_a_stored_crc() {
+    let good = tiny_bytes();
+    let mut s = Scratch::new();
+    // the footer's file CRC
+    let mut b = good.clone();
+    let n = b.len();
+    b[n - 8] ^= 0x10;
+    assert!(matches!(s.verify(&b), Err(SnapshotError::CrcMismatch { .. })));
+    // each section's stored CRC, the file CRC fixed to match
+    let ranges = testkit::payload_ranges(&good).expect("framed");
+    for (range, name) in ranges.iter().zip(["events", "co_occurrence", "vectors"]) {
+        let mut b = good.clone();
+        b[range.end] ^= 0x01;
+        testkit::fix_file_crc(&mut b);
+        assert_eq!(
+            s.verify(&b).unwrap_err().to_string(),
+            format!("CRC mismatch in {name} section: file may be corrupted")
+        );
+    }
+}
+
 #[test]
 fn section_framing_is_checked() {
     let good = tiny_bytes();
@@ -1236,8 +1268,9 @@ fn error_text_never_carries_raw_control_characters() {
     assert!(e.contains("\\r\\n"), "{e}");
 }
 
-/// Deterministic random mutations with every CRC recomputed, so they reach
-/// the decoder: it must refuse or accept, never panic.
+/// Deterministic random mutations, most with every CRC recomputed so they
+/// reach the decoder: it must refuse or accept, never panic, and a LOAD must
+/// give what a VERIFY gives.
 #[test]
 fn random_mutations_with_fixed_crcs_never_panic() {
     let (_, good) = write_model(&big_model(6, 4, 5)).unwrap();
@@ -1263,12 +1296,22 @@ fn random_mutations_with_fixed_crcs_never_panic() {
         // keep the header's magic/version/size to get past the early checks
         b[..8].copy_from_slice(&good[..8]);
         b[32..40].copy_from_slice(&good[32..40]);
-        testkit::fix_all_crcs(&mut b);
-        match s.verify(&b) {
+        // Most with every CRC fixed; some with the file CRC only, or none,
+        // so the CRC checks and their order against the rest are met too.
+        match next() % 4 {
+            0 => testkit::fix_file_crc(&mut b),
+            1 => {}
+            _ => testkit::fix_all_crcs(&mut b),
+        }
+        let verified = s.verify(&b).map(|r| r.crc).map_err(|e| e.to_string());
+        match verified {
             Ok(_) => accepted += 1,
             Err(_) => refused += 1,
         }
-        let _ = s.load(&b, opts());
+        // A LOAD checks the CRCs while it decodes; it must still give what
+        // VERIFY gives, error included.
+        let loaded = s.load(&b, opts()).map(|(r, _)| r.crc).map_err(|e| e.to_string());
+        assert_eq!(loaded, verified, "LOAD and VERIFY disagree");
     }
     println!("random mutations: {refused} refused, {accepted} accepted");
     assert!(refused > 0);
