@@ -230,8 +230,8 @@ fn frame(file: &mut File) -> Option<Frame> {
         let payload_offset = pos + SECTION_PREFIX_LEN as u64;
         pos = payload_offset + len + SECTION_CRC_LEN as u64;
         file.seek(SeekFrom::Start(payload_offset + len)).ok()?;
-        // The stored CRC, then the next section's prefix (the footer's
-        // first bytes after the last section).
+        // The stored CRC, then (but after the last section) the next
+        // section's prefix.
         let mut after = [0u8; SECTION_OVERHEAD];
         let (stored, next) = after.split_at_mut(SECTION_CRC_LEN);
         file.read_exact(stored).ok()?;
