@@ -141,8 +141,8 @@ struct Reclaimer {
     freeing: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The nice value of the `nvecd-free` thread, as for a SAVE's.
-const FREE_NICE: i32 = 10;
+/// The nice value of the `nvecd-free` thread: a SAVE's.
+const FREE_NICE: i32 = crate::snapshot::parts::SAVE_NICE;
 
 impl Reclaimer {
     fn hand_over<T: Send + 'static>(&mut self, store: T) {

@@ -212,21 +212,15 @@ fn frame(file: &mut File) -> Option<Frame> {
     let got = read_up_to(file, &mut head).ok()?;
     let header = check_header_start(&head, got, actual).ok()?;
     check_flags(&header).ok()?;
-    if header.file_size != actual || actual < (HEADER_LEN + FOOTER_LEN) as u64 {
-        return None;
-    }
-    let body_end = actual - FOOTER_LEN as u64;
+    let body_end = check_size(&header, actual).ok()?;
     let mut pos = HEADER_LEN as u64;
     let mut spans: Vec<Span> = Vec::with_capacity(3);
     let mut raw: Vec<[u8; SECTION_OVERHEAD]> = Vec::with_capacity(3);
     let mut prefix = [0u8; SECTION_PREFIX_LEN];
     file.read_exact(&mut prefix).ok()?;
     for section in Section::ALL {
-        let left = body_end.checked_sub(pos)?.checked_sub(SECTION_OVERHEAD as u64)?;
-        let (tag, len) = split_prefix(&prefix);
-        if tag != section.tag() || len > left {
-            return None;
-        }
+        let room = body_end.checked_sub(pos)?.checked_sub(SECTION_OVERHEAD as u64)?;
+        let len = check_prefix(section, &prefix, room).ok()?;
         let payload_offset = pos + SECTION_PREFIX_LEN as u64;
         pos = payload_offset + len + SECTION_CRC_LEN as u64;
         file.seek(SeekFrom::Start(payload_offset + len)).ok()?;
@@ -394,20 +388,7 @@ pub(super) fn scan(
     let mut head = [0u8; HEADER_LEN];
     let got = read_up_to(&mut r, &mut head).map_err(&io)?;
     let header = check_header_start(&head, got, actual)?;
-    if header.file_size != actual {
-        return Err(SnapshotError::Truncated {
-            expected: header.file_size,
-            actual,
-        });
-    }
-    // Without room for a footer there is no file CRC to check; anything
-    // longer is CRC-checked first and its missing sections reported after.
-    if actual < (HEADER_LEN + FOOTER_LEN) as u64 {
-        return Err(corrupt(format!(
-            "file of {actual} bytes is shorter than the smallest snapshot ({MIN_FILE_LEN} bytes)"
-        )));
-    }
-    let body_end = actual - FOOTER_LEN as u64;
+    let body_end = check_size(&header, actual)?;
 
     let mut s = Scanner {
         r,
@@ -429,22 +410,13 @@ pub(super) fn scan(
             break;
         }
         let prefix: [u8; SECTION_PREFIX_LEN] = s.array().map_err(&io)?;
-        let (tag, len) = split_prefix(&prefix);
-        if tag != section.tag() {
-            framing = Some(format!(
-                "expected {} section (tag {}), found tag {tag}",
-                section.name(),
-                section.tag()
-            ));
-            break;
-        }
-        if len > left - SECTION_OVERHEAD as u64 {
-            framing = Some(format!(
-                "{} section: payload length {len} exceeds the file",
-                section.name()
-            ));
-            break;
-        }
+        let len = match check_prefix(section, &prefix, left - SECTION_OVERHEAD as u64) {
+            Ok(len) => len,
+            Err(msg) => {
+                framing = Some(msg);
+                break;
+            }
+        };
         let mut crc = Hasher::new();
         crc.update(&prefix);
         let payload_offset = s.pos;
@@ -515,6 +487,44 @@ pub(super) fn scan(
         }),
         _ => Err(corrupt("missing sections")),
     }
+}
+
+/// The header's size against the file's; returns where the footer begins.
+fn check_size(header: &Header, actual: u64) -> Result<u64, SnapshotError> {
+    if header.file_size != actual {
+        return Err(SnapshotError::Truncated {
+            expected: header.file_size,
+            actual,
+        });
+    }
+    // Without room for a footer there is no file CRC to check; anything
+    // longer is CRC-checked first and its missing sections reported after.
+    if actual < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(corrupt(format!(
+            "file of {actual} bytes is shorter than the smallest snapshot ({MIN_FILE_LEN} bytes)"
+        )));
+    }
+    Ok(actual - FOOTER_LEN as u64)
+}
+
+/// A section's prefix: its tag, and a payload of at most `room` bytes;
+/// returns the payload's length, or what is wrong (a framing message).
+fn check_prefix(section: Section, prefix: &[u8; SECTION_PREFIX_LEN], room: u64) -> Result<u64, String> {
+    let (tag, len) = split_prefix(prefix);
+    if tag != section.tag() {
+        return Err(format!(
+            "expected {} section (tag {}), found tag {tag}",
+            section.name(),
+            section.tag()
+        ));
+    }
+    if len > room {
+        return Err(format!(
+            "{} section: payload length {len} exceeds the file",
+            section.name()
+        ));
+    }
+    Ok(len)
 }
 
 fn split_prefix(p: &[u8; SECTION_PREFIX_LEN]) -> (u32, u64) {
