@@ -27,6 +27,7 @@ mod prefetch;
 mod quant;
 mod similarity;
 mod vectors;
+mod waiting;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,9 +37,9 @@ use cowvec::CowVec;
 use events::{DedupKey, DedupLru, Event, EventStore, Ring};
 use intern::{name_of, Interner};
 pub use namer::ItemNamer;
-use prefetch::prefetch;
 use similarity::{events_top_k, finish, fuse, vector_top_k, Cand};
 use vectors::{VectorChunks, VectorStore};
+use waiting::Waiting;
 
 /// Store-level errors; `Display` is exactly the text after `(error) `.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -831,7 +832,9 @@ pub struct StoreBuilder {
     /// Pairs come sorted by `a`, so every pair naming `b` second comes before
     /// `b`'s own run: row `b` is built once, at its final size, when that run
     /// arrives (or in `finish` for items never named first).
-    pending: Vec<Vec<(u32, f32)>>,
+    pending: Waiting,
+    /// Row `a`'s waiting entries while it is built (kept for its capacity).
+    gathered: Vec<(u32, f32)>,
     /// Events of the file's contexts beyond `ctx_buffer_size`, not kept.
     dropped_events: u64,
 }
@@ -893,7 +896,8 @@ impl StoreBuilder {
         Self {
             store: Store::new(cfg),
             load_items: LoadItems::default(),
-            pending: Vec::new(),
+            pending: Waiting::new(),
+            gathered: Vec::new(),
             dropped_events: 0,
         }
     }
@@ -983,10 +987,7 @@ impl StoreBuilder {
             pairs.push((a, b, score));
         }
         if let Some(b) = max_b {
-            let at = b as usize;
-            if self.pending.len() <= at {
-                self.pending.resize_with(at + 1, Vec::new);
-            }
+            self.pending.reach(b as usize + 1);
         }
         // Pairs come sorted by `a`: each run of one `a` fills row `a`
         // in one go, together with the entries waiting for it. Appending to
@@ -996,26 +997,24 @@ impl StoreBuilder {
         let mut current: Option<u32> = None;
         for (i, &(a, b, score)) in pairs.iter().enumerate() {
             if let Some(&(_, b, _)) = pairs.get(i + PENDING_LIST_AHEAD) {
-                prefetch(self.pending.as_ptr().wrapping_add(b as usize));
+                self.pending.prefetch_list(b);
             }
             if let Some(&(_, b, _)) = pairs.get(i + PENDING_END_AHEAD) {
-                if let Some(w) = self.pending.get(b as usize) {
-                    prefetch(w.as_ptr().wrapping_add(w.len()));
-                }
+                self.pending.prefetch_end(b);
             }
             if current != Some(a) {
                 if let Some(prev) = current.replace(a) {
-                    Self::fill_row(&mut s.co, &mut self.pending, prev, &run);
+                    self.fill_row(prev, &run);
                     run.clear();
                 }
             }
             run.push((b, score));
-            if let Some(waiting) = self.pending.get_mut(b as usize) {
-                waiting.push((a, score));
-            }
+            self.pending
+                .push(b, (a, score))
+                .map_err(|_| StoreError::InvalidData("more pairs than a load can hold".into()))?;
         }
         if let Some(a) = current {
-            Self::fill_row(&mut s.co, &mut self.pending, a, &run);
+            self.fill_row(a, &run);
         }
         Ok(())
     }
@@ -1044,23 +1043,22 @@ impl StoreBuilder {
     }
 
     /// Row `a` from its waiting entries and `run` (its own pairs `a < b`).
-    fn fill_row(co: &mut CoIndex, pending: &mut [Vec<(u32, f32)>], a: u32, run: &[(u32, f32)]) {
-        let waiting = pending
-            .get_mut(a as usize)
-            .map(std::mem::take)
-            .unwrap_or_default();
-        co.fill_row(a, [&waiting, run]);
+    fn fill_row(&mut self, a: u32, run: &[(u32, f32)]) {
+        self.gathered.clear();
+        self.pending.take_into(a, &mut self.gathered);
+        self.store.co.fill_row(a, [&self.gathered, run]);
     }
 
     /// Builds the rows still waiting at the end of a load (items only ever
     /// named second, and entries that came after their row was built, as in
     /// unsorted batches).
     fn flush_pairs(&mut self) {
-        for (b, waiting) in std::mem::take(&mut self.pending).into_iter().enumerate() {
-            if let Ok(b) = u32::try_from(b) {
-                self.store.co.fill_row(b, [&waiting, &[]]);
-            }
+        let items: Vec<u32> = self.pending.items().collect();
+        for b in items {
+            self.fill_row(b, &[]);
         }
+        self.pending = Waiting::new();
+        self.gathered = Vec::new();
     }
 }
 
