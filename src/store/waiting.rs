@@ -41,7 +41,7 @@ const EMPTY: List = List {
 };
 
 /// The lists, by item number.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Waiting {
     lists: Vec<List>,
     /// The pool: block `k` is `slabs[k / SLAB][k % SLAB]`.
@@ -59,12 +59,21 @@ pub(crate) struct Waiting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Full;
 
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            lists: Vec::new(),
+            slabs: Vec::new(),
+            blocks: 0,
+            next: Vec::new(),
+            free: NONE,
+        }
+    }
+}
+
 impl Waiting {
     pub(crate) fn new() -> Self {
-        Waiting {
-            free: NONE,
-            ..Waiting::default()
-        }
+        Waiting::default()
     }
 
     /// Makes room for items below `end`.
@@ -96,6 +105,7 @@ impl Waiting {
             return Ok(());
         };
         let at = len as usize % BLOCK;
+        let len = len.checked_add(1).ok_or(Full)?;
         let tail = if at == 0 {
             let fresh = self.take_block()?;
             if let Some(n) = self.next.get_mut(tail as usize) {
@@ -108,7 +118,6 @@ impl Waiting {
         if let Some(slot) = self.block_mut(tail).and_then(|b| b.get_mut(at)) {
             *slot = e;
         }
-        let len = len.checked_add(1).ok_or(Full)?;
         if let Some(l) = self.lists.get_mut(item as usize) {
             *l = List {
                 head: if head == NONE { tail } else { head },
@@ -212,7 +221,8 @@ mod tests {
 
     #[test]
     fn lists_keep_their_entries_in_order_across_blocks() {
-        let mut w = Waiting::new();
+        // `default` is `new`: no block is free before one was taken.
+        let mut w = Waiting::default();
         w.reach(4);
         for k in 0..40u32 {
             w.push(k % 3, (k, k as f32)).unwrap();
