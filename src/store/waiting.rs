@@ -8,9 +8,10 @@
 //! thousands of `malloc`/`realloc`/`free` calls per large LOAD, interleaved
 //! with the rows' own allocations. In a server whose heap had held an
 //! earlier state, glibc spent ~10 % of such a LOAD in `_int_malloc`,
-//! `unlink_chunk` and `realloc` (`perf`), and LOADs from a server's third
-//! state on took 6.2–7.9 s against 5.4–5.9 s for the first; with the pool
-//! they take 5.3–6.3 s (BENCHMARKS.md, table "the waiting lists").
+//! `unlink_chunk` and `realloc` (`perf`), and LOADs of the bench's large
+//! file from a server's third state on took 5.9–8.0 s; with the pool they
+//! take 5.3–6.3 s, like the first two (BENCHMARKS.md, table "the waiting
+//! lists, the idle vCPU").
 
 /// Entries per block: two cache lines.
 const BLOCK: usize = 16;
@@ -46,9 +47,8 @@ pub(crate) struct Waiting {
     lists: Vec<List>,
     /// The pool: block `k` is `slabs[k / SLAB][k % SLAB]`.
     slabs: Vec<Box<[Block]>>,
-    /// Blocks handed out so far.
-    blocks: usize,
-    /// The block after each block in its list (or in the free list).
+    /// The block after each block of the pool in its list (or in the free
+    /// list); its length is the number of blocks handed out so far.
     next: Vec<u32>,
     /// First free block.
     free: u32,
@@ -64,7 +64,6 @@ impl Default for Waiting {
         Waiting {
             lists: Vec::new(),
             slabs: Vec::new(),
-            blocks: 0,
             next: Vec::new(),
             free: NONE,
         }
@@ -180,14 +179,13 @@ impl Waiting {
             }
             return Ok(b);
         }
-        let b = u32::try_from(self.blocks)
+        let b = u32::try_from(self.next.len())
             .ok()
             .filter(|&b| b != NONE)
             .ok_or(Full)?;
-        if self.blocks & SLAB_MASK == 0 {
+        if self.next.len() & SLAB_MASK == 0 {
             self.slabs.push(vec![[(0, 0.0); BLOCK]; SLAB].into_boxed_slice());
         }
-        self.blocks += 1;
         self.next.push(NONE);
         Ok(b)
     }
@@ -205,7 +203,7 @@ impl Waiting {
     /// Blocks in the pool (for tests).
     #[cfg(test)]
     fn pool_blocks(&self) -> usize {
-        self.blocks
+        self.next.len()
     }
 }
 
