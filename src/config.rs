@@ -95,6 +95,9 @@ pub struct SnapshotConfig {
     /// Extension: threads that encode a save's co-occurrence records
     /// (1 = the saving thread alone, 0 = one per core, at most 4).
     pub save_threads: usize,
+    /// Extension: after a LOAD, fault in this share (in %) of the store's
+    /// memory for the next SAVE's copy-on-write copies (0 = none).
+    pub cow_reserve_percent: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +150,7 @@ impl Default for Config {
                 restore_on_start: false,
                 save_on_shutdown: false,
                 save_threads: 1,
+                cow_reserve_percent: 50,
             },
             security: SecurityConfig {
                 requirepass: String::new(),
@@ -256,6 +260,9 @@ impl Config {
         if self.snapshot.save_threads > 64 {
             return bad("snapshot.save_threads", "must be between 0 and 64");
         }
+        if self.snapshot.cow_reserve_percent > 100 {
+            return bad("snapshot.cow_reserve_percent", "must be between 0 and 100");
+        }
         if !matches!(
             self.logging.level.to_ascii_lowercase().as_str(),
             "trace" | "debug" | "info" | "warn" | "error" | "off"
@@ -348,6 +355,10 @@ impl Config {
                 self.snapshot.save_on_shutdown.to_string(),
             ),
             ("snapshot.save_threads", self.snapshot.save_threads.to_string()),
+            (
+                "snapshot.cow_reserve_percent",
+                self.snapshot.cow_reserve_percent.to_string(),
+            ),
             ("security.requirepass", pass.to_string()),
             ("logging.level", self.logging.level.clone()),
             ("logging.json", self.logging.json.to_string()),
@@ -476,6 +487,11 @@ mod tests {
             ("events:\n  write_threads: 3\n", "events.write_threads"),
             ("snapshot:\n  retain: 0\n", "snapshot.retain"),
             ("snapshot:\n  save_threads: 65\n", "snapshot.save_threads"),
+            (
+                "snapshot:\n  cow_reserve_percent: 101\n",
+                "snapshot.cow_reserve_percent",
+            ),
+            ("snapshot:\n  cow_reserve_percent: -1\n", "cow_reserve_percent"),
             ("api:\n  tcp:\n    bind: nowhere\n", "api.tcp.bind"),
             ("api:\n  tcp:\n    port: 70000\n", "port"),
             ("snapshot:\n  interval_sec: soon\n", "interval_sec"),
@@ -493,7 +509,7 @@ mod tests {
         let all = cfg.entries(None).unwrap();
         assert!(all.iter().all(|(_, v)| v != "secret"));
         let snap = cfg.entries(Some("snapshot")).unwrap();
-        assert_eq!(snap.len(), 6);
+        assert_eq!(snap.len(), 7);
         assert!(cfg.entries(Some("nope")).is_none());
     }
 }

@@ -107,7 +107,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<ServerH
 
     let store_arbiter = Arbiter::new();
     let store_config = config.store_config();
-    let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store_config));
+    let reserve_percent = config.snapshot.cow_reserve_percent;
+    let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| {
+        StoreActor::new(store_config).cow_reserve_percent(reserve_percent)
+    });
     let (s, d, dim) = (store.clone(), dir.clone(), config.vectors.default_dimension);
     let save_threads = config.snapshot.save_threads;
     let snapshot = Supervisor::start(move |_| SnapshotActor::new(s, d, dim).save_threads(save_threads));

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod listener;
+mod reserve;
 pub mod scheduler;
 pub mod snapshot;
 pub mod store;

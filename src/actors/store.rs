@@ -4,10 +4,12 @@
 //! Runs on its own arbiter (thread). Not supervised: a panic here stops the
 //! whole system with exit code 1 (see `Drop`).
 
-use actix::{Actor, Context, Handler, Message, MessageResult, System};
+use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, System};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::now_ms;
+use super::reserve::CowReserve;
 use crate::protocol::command::{EventArgs, SimArgs, SimVArgs};
 use crate::protocol::Response;
 use crate::snapshot::SnapshotError;
@@ -53,6 +55,8 @@ pub struct GetStats;
 pub struct StoreStatus {
     pub stats: StoreStats,
     pub loading: bool,
+    /// Bytes of the copy-on-write reserve made since the last LOAD.
+    pub cow_reserve_bytes: u64,
 }
 
 /// Sent by the snapshot actor for a save: an O(chunks) point-in-time image.
@@ -83,6 +87,12 @@ pub struct FinishLoad;
 #[rtype(result = "()")]
 pub struct AbortLoad;
 
+/// Sent by the store actor to itself after a LOAD, until the copy-on-write
+/// reserve is made (`reserve.rs`): one step each.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ReserveStep;
+
 /// Sent by the scheduler every `events.decay_interval_sec`.
 #[derive(Debug, Message)]
 #[rtype(result = "DecayReport")]
@@ -98,6 +108,12 @@ pub struct StoreActor {
     config: StoreConfig,
     /// Frees the stores a LOAD replaced or aborted.
     reclaimer: Reclaimer,
+    /// Memory faulted in after a LOAD for the next SAVE's copies.
+    reserve: CowReserve,
+    /// Its size: this share of the store's memory after a LOAD.
+    reserve_percent: u8,
+    /// When the reserve being made was asked for.
+    reserve_since: Option<Instant>,
 }
 
 impl StoreActor {
@@ -107,6 +123,30 @@ impl StoreActor {
             staged: None,
             config,
             reclaimer: Reclaimer::default(),
+            reserve: CowReserve::default(),
+            reserve_percent: 0,
+            reserve_since: None,
+        }
+    }
+
+    /// After each LOAD, fault in `percent` % of the store's memory for the
+    /// next SAVE's copy-on-write (`snapshot.cow_reserve_percent`; at most
+    /// 100; 0 = none). Only with glibc, whose heaps `reserve.rs` relies on.
+    pub fn cow_reserve_percent(mut self, percent: u8) -> Self {
+        self.reserve_percent = percent.min(100);
+        self
+    }
+
+    /// Starts the reserve for the store just loaded.
+    fn start_reserve(&mut self, ctx: &mut Context<Self>) {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) || self.reserve_percent == 0 {
+            return;
+        }
+        let bytes = self.store.stats().used_memory_bytes / 100 * u64::from(self.reserve_percent);
+        self.reserve.start(bytes);
+        if self.reserve.in_progress() {
+            self.reserve_since = Some(Instant::now());
+            ctx.notify(ReserveStep);
         }
     }
 
@@ -162,6 +202,11 @@ impl Reclaimer {
                 trim();
             }
         }
+    }
+
+    /// True while a handed-over store is being freed (and trimmed).
+    fn busy(&self) -> bool {
+        self.freeing.as_ref().is_some_and(|h| !h.is_finished())
     }
 
     /// Waits until the store handed over last is freed.
@@ -285,6 +330,7 @@ impl Handler<GetStats> for StoreActor {
         MessageResult(StoreStatus {
             stats: self.store.stats(),
             loading: self.staged.is_some(),
+            cow_reserve_bytes: self.reserve.bytes(),
         })
     }
 }
@@ -306,6 +352,10 @@ impl Handler<BeginLoad> for StoreActor {
             return Err(SnapshotError::LoadInProgress);
         }
         self.reclaimer.wait();
+        // A reserve still being made is given up: the load's own
+        // allocations will use what it made so far.
+        self.reserve = CowReserve::default();
+        self.reserve_since = None;
         self.staged = Some(StoreBuilder::new(self.config.clone()));
         Ok(())
     }
@@ -323,7 +373,7 @@ impl Handler<ApplyLoadBatch> for StoreActor {
 
 impl Handler<FinishLoad> for StoreActor {
     type Result = Result<StoreStats, SnapshotError>;
-    fn handle(&mut self, _: FinishLoad, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: FinishLoad, ctx: &mut Context<Self>) -> Self::Result {
         match self.staged.take() {
             Some(b) => {
                 let dropped = b.dropped_events();
@@ -337,6 +387,7 @@ impl Handler<FinishLoad> for StoreActor {
                 }
                 let old = std::mem::replace(&mut self.store, b.finish());
                 self.reclaimer.hand_over(old);
+                self.start_reserve(ctx);
                 Ok(self.store.stats())
             }
             None => Err(SnapshotError::Corrupt("finish outside a load".into())),
@@ -349,6 +400,30 @@ impl Handler<AbortLoad> for StoreActor {
     fn handle(&mut self, _: AbortLoad, _: &mut Context<Self>) {
         if let Some(staged) = self.staged.take() {
             self.reclaimer.hand_over(staged);
+        }
+    }
+}
+
+impl Handler<ReserveStep> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: ReserveStep, ctx: &mut Context<Self>) {
+        if !self.reserve.in_progress() {
+            return;
+        }
+        // The free of the replaced store ends with `malloc_trim`, which
+        // would hand the reserve back: wait for it.
+        if self.reclaimer.busy() {
+            ctx.notify_later(ReserveStep, Duration::from_millis(20));
+            return;
+        }
+        if self.reserve.step() {
+            ctx.notify(ReserveStep);
+        } else if let Some(since) = self.reserve_since.take() {
+            tracing::info!(
+                bytes = self.reserve.bytes(),
+                elapsed_ms = since.elapsed().as_millis() as u64,
+                "copy-on-write reserve made"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use nvecd::actors::scheduler::SchedulerActor;
-use nvecd::actors::snapshot::{SaveSnapshot, SaveTarget, SnapshotActor};
+use nvecd::actors::snapshot::{LoadSnapshot, SaveSnapshot, SaveTarget, SnapshotActor};
 use nvecd::actors::store::{ExecuteBatch, GetStats, StoreActor, StoreOp};
 use nvecd::protocol::command::EventArgs;
 use nvecd::snapshot::files::SnapshotDir;
@@ -112,4 +112,106 @@ fn stray_temporary_files_are_removed_at_start() {
     assert!(!snaps.join(stray).exists(), "stray temp file survived a start");
     assert!(snaps.join("keep.nvec").exists());
     assert!(snaps.join(".hidden.tmp").exists());
+}
+
+/// The store's figures, read once through its mailbox.
+async fn status(store: &Addr<StoreActor>) -> nvecd::actors::store::StoreStatus {
+    store.send(GetStats).await.expect("stats")
+}
+
+#[test]
+fn a_load_makes_the_copy_on_write_reserve_its_share_of_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = test_config(tmp.path());
+    actix_rt::System::new().block_on(async move {
+        let store = StoreActor::new(config.store_config())
+            .cow_reserve_percent(100)
+            .start();
+        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
+        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
+        let ops = (0..3000)
+            .map(|i| event(&format!("u{}", i % 60), &format!("item{}", i % 400), 5))
+            .collect();
+        store.send(ExecuteBatch(ops)).await.expect("store");
+        let target = SaveTarget::Path("r.nvec".into());
+        snapshot
+            .send(SaveSnapshot(target))
+            .await
+            .expect("mailbox")
+            .expect("save");
+        assert_eq!(
+            status(&store).await.cow_reserve_bytes,
+            0,
+            "no reserve without a LOAD"
+        );
+
+        let loaded = snapshot
+            .send(LoadSnapshot {
+                path: "r.nvec".into(),
+            })
+            .await
+            .expect("mailbox")
+            .expect("load");
+        let used = loaded.used_memory_bytes;
+        assert!(
+            used > 1 << 18,
+            "a state worth a reserve of several pieces: {used}"
+        );
+        // Made a step at a time after the reply; bounded wait, no timing
+        // asserted.
+        let mut made = 0;
+        for _ in 0..2000 {
+            made = status(&store).await.cow_reserve_bytes;
+            if made >= used {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(made >= used, "reserve {made} for a store of {used} bytes");
+        assert!(
+            made < used + (1 << 17),
+            "whole pieces of about 64 KiB: {made} for {used}"
+        );
+        // The store serves as before.
+        let replies = store
+            .send(ExecuteBatch(vec![event("u1", "item1", 9)]))
+            .await
+            .expect("store");
+        assert_eq!(replies, vec![nvecd::protocol::Response::Ok]);
+        assert_eq!(status(&store).await.stats.events, loaded.events + 1);
+    });
+}
+
+#[test]
+fn no_reserve_is_made_when_its_share_is_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = test_config(tmp.path());
+    actix_rt::System::new().block_on(async move {
+        let store = StoreActor::new(config.store_config())
+            .cow_reserve_percent(0)
+            .start();
+        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
+        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
+        store
+            .send(ExecuteBatch(vec![event("u1", "a", 5), event("u1", "b", 5)]))
+            .await
+            .expect("store");
+        let target = SaveTarget::Path("z.nvec".into());
+        snapshot
+            .send(SaveSnapshot(target))
+            .await
+            .expect("mailbox")
+            .expect("save");
+        snapshot
+            .send(LoadSnapshot {
+                path: "z.nvec".into(),
+            })
+            .await
+            .expect("mailbox")
+            .expect("load");
+        for _ in 0..20 {
+            assert_eq!(status(&store).await.cow_reserve_bytes, 0);
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
 }
