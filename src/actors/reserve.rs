@@ -23,7 +23,9 @@
 //! reserve is made); they stay in the store thread's arena, where the next
 //! SAVE's copies are allocated from. Both halves run a step at a time
 //! ([`STEP_PIECES`] pieces made, or [`STEP_SHRINKS`] shrunk), between the
-//! store's other messages.
+//! store's other messages; the store actor pauses between the steps that
+//! make pieces, and a SAVE that starts while they run stops them (what was
+//! made is shrunk at once, for that SAVE).
 //!
 //! The reserve's size is `snapshot.cow_reserve_percent` of the store's
 //! memory after the LOAD: held on purpose, as much as a SAVE under heavy
@@ -74,6 +76,17 @@ impl CowReserve {
         let pieces = usize::try_from(bytes.div_ceil(PIECE as u64)).unwrap_or(usize::MAX);
         self.left = pieces.min(isize::MAX as usize / PIECE);
         self.pieces.reserve(self.left.min(1 << 20));
+    }
+
+    /// True while pieces are still to be made (the steps that fault memory in).
+    pub(crate) fn making(&self) -> bool {
+        self.left > 0
+    }
+
+    /// Makes no more pieces: the next steps shrink those made so far, so
+    /// that they are free for a SAVE that starts now.
+    pub(crate) fn stop_making(&mut self) {
+        self.left = 0;
     }
 
     /// True while there are steps to run.
@@ -178,6 +191,20 @@ mod tests {
         r.start((pieces * PIECE) as u64);
         let steps = run_to_end(&mut r);
         assert_eq!(steps, pieces.div_ceil(STEP_PIECES) + 2);
+        assert!(r.pieces.iter().all(|g| g.capacity() == GUARD));
+    }
+
+    #[test]
+    fn a_reserve_stopped_half_made_shrinks_what_it_made() {
+        let mut r = CowReserve::default();
+        r.start(10 * PIECE as u64);
+        assert!(r.making());
+        assert!(r.step() && r.step());
+        r.stop_making();
+        assert!(!r.making());
+        assert!(r.in_progress(), "the pieces made are still whole");
+        assert!(!r.step());
+        assert_eq!(r.bytes(), (2 * STEP_PIECES * PIECE) as u64);
         assert!(r.pieces.iter().all(|g| g.capacity() == GUARD));
     }
 

@@ -87,6 +87,14 @@ pub struct FinishLoad;
 #[rtype(result = "()")]
 pub struct AbortLoad;
 
+/// Time after each step of the copy-on-write reserve that faults memory
+/// in. Back to back, those steps kept the store's thread busy for the 1–9 s
+/// the reserve of the bench's state took, and EVENTs meanwhile had a p99 of
+/// 2.6–3.5 ms, answered at a tenth of the usual rate (a slow period of the
+/// VM); paced, 0.46–0.93 ms at the usual rate, and the reserve takes
+/// longer (BENCHMARKS.md).
+const RESERVE_PAUSE: Duration = Duration::from_millis(1);
+
 /// Sent by the store actor to itself after a LOAD, until the copy-on-write
 /// reserve is made (`reserve.rs`): one step each.
 #[derive(Debug, Message)]
@@ -341,6 +349,9 @@ impl Handler<FreezeStore> for StoreActor {
         if self.staged.is_some() {
             return Err(SnapshotError::ReadOnly);
         }
+        // A reserve still being made is cut short: what it has made is
+        // freed for this SAVE's copies (the next steps shrink it).
+        self.reserve.stop_making();
         Ok(self.store.freeze())
     }
 }
@@ -416,8 +427,13 @@ impl Handler<ReserveStep> for StoreActor {
             ctx.notify_later(ReserveStep, Duration::from_millis(20));
             return;
         }
+        let making = self.reserve.making();
         if self.reserve.step() {
-            ctx.notify(ReserveStep);
+            if making {
+                ctx.notify_later(ReserveStep, RESERVE_PAUSE);
+            } else {
+                ctx.notify(ReserveStep);
+            }
         } else if let Some(since) = self.reserve_since.take() {
             tracing::info!(
                 bytes = self.reserve.bytes(),
