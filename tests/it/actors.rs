@@ -119,39 +119,50 @@ async fn status(store: &Addr<StoreActor>) -> nvecd::actors::store::StoreStatus {
     store.send(GetStats).await.expect("stats")
 }
 
+/// A store actor with a reserve of `percent` % and a snapshot actor on
+/// `config.snapshot.dir`: `ops` stored, saved, then loaded back. Checks that
+/// there is no reserve before the LOAD.
+async fn loaded_back(
+    config: &nvecd::config::Config,
+    percent: u8,
+    ops: Vec<StoreOp>,
+) -> (Addr<StoreActor>, nvecd::store::StoreStats) {
+    let store = StoreActor::new(config.store_config())
+        .cow_reserve_percent(percent)
+        .start();
+    let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
+    let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
+    store.send(ExecuteBatch(ops)).await.expect("store");
+    let target = SaveTarget::Path("r.nvec".into());
+    snapshot
+        .send(SaveSnapshot(target))
+        .await
+        .expect("mailbox")
+        .expect("save");
+    assert_eq!(
+        status(&store).await.cow_reserve_bytes,
+        0,
+        "no reserve without a LOAD"
+    );
+    let loaded = snapshot
+        .send(LoadSnapshot {
+            path: "r.nvec".into(),
+        })
+        .await
+        .expect("mailbox")
+        .expect("load");
+    (store, loaded)
+}
+
 #[test]
 fn a_load_makes_the_copy_on_write_reserve_its_share_of_the_store() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = test_config(tmp.path());
     actix_rt::System::new().block_on(async move {
-        let store = StoreActor::new(config.store_config())
-            .cow_reserve_percent(100)
-            .start();
-        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
-        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
         let ops = (0..3000)
             .map(|i| event(&format!("u{}", i % 60), &format!("item{}", i % 400), 5))
             .collect();
-        store.send(ExecuteBatch(ops)).await.expect("store");
-        let target = SaveTarget::Path("r.nvec".into());
-        snapshot
-            .send(SaveSnapshot(target))
-            .await
-            .expect("mailbox")
-            .expect("save");
-        assert_eq!(
-            status(&store).await.cow_reserve_bytes,
-            0,
-            "no reserve without a LOAD"
-        );
-
-        let loaded = snapshot
-            .send(LoadSnapshot {
-                path: "r.nvec".into(),
-            })
-            .await
-            .expect("mailbox")
-            .expect("load");
+        let (store, loaded) = loaded_back(&config, 100, ops).await;
         let used = loaded.used_memory_bytes;
         assert!(
             used > 1 << 18,
@@ -187,28 +198,8 @@ fn no_reserve_is_made_when_its_share_is_zero() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = test_config(tmp.path());
     actix_rt::System::new().block_on(async move {
-        let store = StoreActor::new(config.store_config())
-            .cow_reserve_percent(0)
-            .start();
-        let dir = Arc::new(SnapshotDir::open(&config.snapshot.dir).expect("dir"));
-        let snapshot = SnapshotActor::new(store.clone(), dir, 0).start();
-        store
-            .send(ExecuteBatch(vec![event("u1", "a", 5), event("u1", "b", 5)]))
-            .await
-            .expect("store");
-        let target = SaveTarget::Path("z.nvec".into());
-        snapshot
-            .send(SaveSnapshot(target))
-            .await
-            .expect("mailbox")
-            .expect("save");
-        snapshot
-            .send(LoadSnapshot {
-                path: "z.nvec".into(),
-            })
-            .await
-            .expect("mailbox")
-            .expect("load");
+        let ops = vec![event("u1", "a", 5), event("u1", "b", 5)];
+        let (store, _) = loaded_back(&config, 0, ops).await;
         for _ in 0..20 {
             assert_eq!(status(&store).await.cow_reserve_bytes, 0);
             actix_rt::time::sleep(Duration::from_millis(5)).await;
