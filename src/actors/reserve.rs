@@ -5,11 +5,11 @@
 //! copies what it changes (a row, a 16 KiB page of a large row, a chunk of
 //! row pointers, a ring) into newly allocated memory. After a LOAD the
 //! process has no free memory of its own: those copies land in pages it has
-//! never touched, and on a VM the first touch of a page is slow (about 2 µs
-//! per 4 KiB page, ~0.5 GB/s, on the bench's host). Under the bench's write
-//! load the first SAVE after a LOAD copies ~1 GB, which put its EVENT p99 at
-//! 2.6–9× the no-save p99; later SAVEs reuse what the image before them
-//! freed and stay within 2× (BENCHMARKS.md, "the first SAVE after a LOAD").
+//! never touched, and on a VM the first touch of a page is slow (8–13 µs
+//! per 4 KiB page, 0.3–0.5 GB/s, on the bench's host). Under the bench's
+//! write load the first SAVE after a LOAD copies ~1 GB, which put its EVENT
+//! p99 at 3–15× the no-save p99; later SAVEs reuse what the image before
+//! them freed (BENCHMARKS.md, "the first SAVE after a LOAD").
 //!
 //! So after a LOAD the store thread allocates the reserve in pieces of
 //! [`PIECE`] bytes and writes to every page of each (volatile writes),
@@ -30,6 +30,8 @@
 //! The reserve's size is `snapshot.cow_reserve_percent` of the store's
 //! memory after the LOAD: held on purpose, as much as a SAVE under heavy
 //! writes ends up holding anyway once it is done.
+
+use std::time::Instant;
 
 /// Bytes of the copies a SAVE makes most of: a 16 KiB page of a large row
 /// (`Page` in `store/cooccurrence.rs`), a glibc chunk of 16,400 bytes with
@@ -56,6 +58,8 @@ pub(crate) const GUARD: usize = 16;
 /// A reserve being made, made, or none.
 #[derive(Default)]
 pub(crate) struct CowReserve {
+    /// When the reserve still being made was started.
+    started: Option<Instant>,
     /// Every piece made: whole up to `shrunk`'s index, guards before it.
     /// The guards are kept until the next reserve replaces this one.
     pieces: Vec<Vec<u8>>,
@@ -76,6 +80,15 @@ impl CowReserve {
         let pieces = usize::try_from(bytes.div_ceil(PIECE as u64)).unwrap_or(usize::MAX);
         self.left = pieces.min(isize::MAX as usize / PIECE);
         self.pieces.reserve(self.left.min(1 << 20));
+        self.started = (self.left > 0).then(Instant::now);
+    }
+
+    /// Once the last step has run: when the reserve was started (only once).
+    pub(crate) fn take_finished(&mut self) -> Option<Instant> {
+        if self.in_progress() {
+            return None;
+        }
+        self.started.take()
     }
 
     /// True while pieces are still to be made (the steps that fault memory in).
@@ -160,6 +173,7 @@ mod tests {
         assert!(!r.in_progress());
         assert!(!r.step());
         assert_eq!(r.bytes(), 0);
+        assert!(r.take_finished().is_none(), "nothing was started");
     }
 
     #[test]
@@ -176,7 +190,10 @@ mod tests {
                 "held whole while made"
             );
         }
+        assert!(r.take_finished().is_none(), "not finished yet");
         assert!(!r.step(), "five pieces shrink in one step");
+        assert!(r.take_finished().is_some());
+        assert!(r.take_finished().is_none(), "told once");
         assert_eq!(r.pieces.len(), pieces);
         assert!(r.pieces.iter().all(|g| g.capacity() == GUARD && g.is_empty()));
         assert_eq!(r.bytes(), (pieces * PIECE) as u64);

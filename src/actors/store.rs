@@ -6,7 +6,7 @@
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, MessageResult, System};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::now_ms;
 use super::reserve::CowReserve;
@@ -120,8 +120,6 @@ pub struct StoreActor {
     reserve: CowReserve,
     /// Its size: this share of the store's memory after a LOAD.
     reserve_percent: u8,
-    /// When the reserve being made was asked for.
-    reserve_since: Option<Instant>,
 }
 
 impl StoreActor {
@@ -133,7 +131,6 @@ impl StoreActor {
             reclaimer: Reclaimer::default(),
             reserve: CowReserve::default(),
             reserve_percent: 0,
-            reserve_since: None,
         }
     }
 
@@ -153,7 +150,6 @@ impl StoreActor {
         let bytes = self.store.stats().used_memory_bytes / 100 * u64::from(self.reserve_percent);
         self.reserve.start(bytes);
         if self.reserve.in_progress() {
-            self.reserve_since = Some(Instant::now());
             ctx.notify(ReserveStep);
         }
     }
@@ -366,7 +362,6 @@ impl Handler<BeginLoad> for StoreActor {
         // A reserve still being made is given up: the load's own
         // allocations will use what it made so far.
         self.reserve = CowReserve::default();
-        self.reserve_since = None;
         self.staged = Some(StoreBuilder::new(self.config.clone()));
         Ok(())
     }
@@ -434,7 +429,7 @@ impl Handler<ReserveStep> for StoreActor {
             } else {
                 ctx.notify(ReserveStep);
             }
-        } else if let Some(since) = self.reserve_since.take() {
+        } else if let Some(since) = self.reserve.take_finished() {
             tracing::info!(
                 bytes = self.reserve.bytes(),
                 elapsed_ms = since.elapsed().as_millis() as u64,
