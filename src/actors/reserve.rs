@@ -1,5 +1,5 @@
-//! The copy-on-write reserve: memory the store thread faults in after a LOAD,
-//! ahead of the next SAVE.
+//! The copy-on-write reserve: memory faulted in after a LOAD, ahead of the
+//! next SAVE.
 //!
 //! A SAVE shares the store with its frozen image, so every write during it
 //! copies what it changes (a row, a 16 KiB page of a large row, a chunk of
@@ -12,25 +12,32 @@
 //! them freed (BENCHMARKS.md, "the first SAVE after a LOAD").
 //!
 //! So after a LOAD the store thread allocates the reserve in pieces of
-//! [`PIECE`] bytes and writes to every page of each (volatile writes),
-//! holding them all, so that each piece is memory of its own: glibc hands
-//! out what it has free first, then fresh memory. Then it shrinks every
-//! piece in place (`realloc`) to its first [`GUARD`] bytes, which it keeps:
-//! glibc frees the rest of each piece as one chunk after its own guard. So
-//! the freed parts cannot merge with each other or into the top of the
-//! heap, which is all glibc trims on its own (`malloc_trim`, which the
-//! reclaimer calls after freeing a replaced store, has run before the
-//! reserve is made); they stay in the store thread's arena, where the next
-//! SAVE's copies are allocated from. Both halves run a step at a time
-//! ([`STEP_PIECES`] pieces made, or [`STEP_SHRINKS`] shrunk), between the
-//! store's other messages; the store actor pauses between the steps that
-//! make pieces, and a SAVE that starts while they run stops them (what was
-//! made is shrunk at once, for that SAVE).
+//! [`PIECE`] bytes, [`BATCH`] at a time, and holds them all, so that each
+//! piece is memory of its own: glibc hands out what it has free first, then
+//! fresh memory. Allocating a piece faults in only the page its successor's
+//! header lands on; the rest of each piece is faulted in by a thread of its
+//! own, `nvecd-reserve`, at a SAVE's nice value, which writes to every page
+//! of a batch (volatile writes) and hands it back. Allocation stays on the
+//! store thread because glibc gives each thread its own arena, and the next
+//! SAVE's copies are allocated from the store thread's; which thread writes
+//! to the pages does not matter. Once every piece is back, the store thread
+//! shrinks each in place (`realloc`) to its first [`GUARD`] bytes, which it
+//! keeps: glibc frees the rest of each piece as one chunk after its own
+//! guard. So the freed parts cannot merge with each other or into the top
+//! of the heap, which is all glibc trims on its own (`malloc_trim`, which
+//! the reclaimer calls after freeing a replaced store, has run before the
+//! reserve is started); they stay in the store thread's arena.
+//!
+//! Everything runs a step at a time between the store's other messages
+//! ([`CowReserve::step`]): a batch allocated, batches taken back, or
+//! [`STEP_SHRINKS`] pieces shrunk. A SAVE that starts while pieces are being
+//! made stops the making (what was made is shrunk, for that SAVE).
 //!
 //! The reserve's size is `snapshot.cow_reserve_percent` of the store's
 //! memory after the LOAD: held on purpose, as much as a SAVE under heavy
 //! writes ends up holding anyway once it is done.
 
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
 
 /// Bytes of the copies a SAVE makes most of: a 16 KiB page of a large row
@@ -45,9 +52,14 @@ const PAGE_COPY_CHUNK: usize = 16 * 1024 + 16;
 /// page copies exactly, or as many smaller copies.
 pub(crate) const PIECE: usize = 32 + 4 * PAGE_COPY_CHUNK - 8;
 
-/// Pieces made per step: 128 KiB, a fraction of a millisecond even at a
-/// VM's first-touch speed, so requests in between wait little.
-pub(crate) const STEP_PIECES: usize = 2;
+/// Pieces allocated per step and handed to `nvecd-reserve` together: 2 MiB.
+/// The store thread faults in one page per piece (0.2–0.4 ms a batch at a
+/// VM's first-touch speed); the thread, the other fifteen.
+pub(crate) const BATCH: usize = 32;
+
+/// Batches out at `nvecd-reserve` at most, so that it always has the next
+/// one while the store thread takes one back.
+const IN_FLIGHT: usize = 2;
 
 /// Pieces shrunk per step (one `realloc` each).
 pub(crate) const STEP_SHRINKS: usize = 256;
@@ -55,18 +67,69 @@ pub(crate) const STEP_SHRINKS: usize = 256;
 /// Bytes of a piece kept as its guard (a 32-byte chunk for glibc).
 pub(crate) const GUARD: usize = 16;
 
+/// Nice value of `nvecd-reserve`: a SAVE's, so a store or connection thread
+/// that wakes up takes the core from it.
+const TOUCH_NICE: i32 = crate::snapshot::parts::SAVE_NICE;
+
+/// What to do after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Run the next step at once (shrinking).
+    Now,
+    /// Run the next step a little later (batches are out being faulted in,
+    /// or the next one is to be allocated).
+    Later,
+    /// Nothing is left to do.
+    Done,
+}
+
+/// The thread that faults batches in, and the way back from it.
+struct Toucher {
+    to: Sender<Vec<Vec<u8>>>,
+    back: Receiver<Vec<Vec<u8>>>,
+}
+
+impl Toucher {
+    /// Starts `nvecd-reserve`; `None` when no thread can be started. The
+    /// thread ends once the reserve lets go of its end of the channels (a
+    /// batch it still holds is freed there).
+    fn start() -> Option<Toucher> {
+        let (to, batches) = channel::<Vec<Vec<u8>>>();
+        let (done, back) = channel();
+        std::thread::Builder::new()
+            .name("nvecd-reserve".into())
+            .spawn(move || {
+                crate::snapshot::parts::lower_priority(TOUCH_NICE);
+                for mut batch in batches {
+                    batch.iter_mut().for_each(touch_pages);
+                    if done.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Toucher { to, back })
+    }
+}
+
 /// A reserve being made, made, or none.
 #[derive(Default)]
 pub(crate) struct CowReserve {
     /// When the reserve still being made was started.
     started: Option<Instant>,
-    /// Every piece made: whole up to `shrunk`'s index, guards before it.
-    /// The guards are kept until the next reserve replaces this one.
+    /// Every piece back from `nvecd-reserve`: whole from `shrunk`'s index
+    /// on, guards before it. The guards are kept until the next reserve
+    /// replaces this one.
     pieces: Vec<Vec<u8>>,
-    /// Pieces still to make.
+    /// Pieces still to allocate.
     left: usize,
+    /// Batches out at `nvecd-reserve`.
+    out: usize,
     /// Pieces shrunk to their guard so far.
     shrunk: usize,
+    /// `None` before the first batch, or when no thread could be started
+    /// (the store thread then faults its batches in itself).
+    toucher: Option<Toucher>,
 }
 
 impl CowReserve {
@@ -80,7 +143,10 @@ impl CowReserve {
         let pieces = usize::try_from(bytes.div_ceil(PIECE as u64)).unwrap_or(usize::MAX);
         self.left = pieces.min(isize::MAX as usize / PIECE);
         self.pieces.reserve(self.left.min(1 << 20));
-        self.started = (self.left > 0).then(Instant::now);
+        if self.left > 0 {
+            self.started = Some(Instant::now());
+            self.toucher = Toucher::start();
+        }
     }
 
     /// Once the last step has run: when the reserve was started (only once).
@@ -91,41 +157,69 @@ impl CowReserve {
         self.started.take()
     }
 
-    /// True while pieces are still to be made (the steps that fault memory in).
-    pub(crate) fn making(&self) -> bool {
-        self.left > 0
-    }
-
-    /// Makes no more pieces: the next steps shrink those made so far, so
-    /// that they are free for a SAVE that starts now.
+    /// Makes no more pieces: the next steps take back the batches out and
+    /// shrink every piece made so far, so that they are free for a SAVE
+    /// that starts now.
     pub(crate) fn stop_making(&mut self) {
         self.left = 0;
     }
 
     /// True while there are steps to run.
     pub(crate) fn in_progress(&self) -> bool {
-        self.left > 0 || self.shrunk < self.pieces.len()
+        self.left > 0 || self.out > 0 || self.shrunk < self.pieces.len()
     }
 
-    /// Makes up to [`STEP_PIECES`] more pieces or, once all are made,
-    /// shrinks up to [`STEP_SHRINKS`] of them. Returns whether steps remain.
-    pub(crate) fn step(&mut self) -> bool {
-        if self.left > 0 {
-            for _ in 0..STEP_PIECES.min(self.left) {
-                let mut piece: Vec<u8> = Vec::with_capacity(PIECE);
-                touch_pages(&mut piece);
-                self.pieces.push(piece);
-                self.left -= 1;
+    /// Takes back the batches `nvecd-reserve` has faulted in, then either
+    /// allocates the next batch and hands it over, or waits for those out,
+    /// or, once every piece is back, shrinks up to [`STEP_SHRINKS`] of them.
+    pub(crate) fn step(&mut self) -> Step {
+        if let Some(t) = &self.toucher {
+            while let Ok(batch) = t.back.try_recv() {
+                self.out -= 1;
+                self.pieces.extend(batch);
             }
-        } else {
-            let end = self.pieces.len().min(self.shrunk + STEP_SHRINKS);
-            for piece in self.pieces.get_mut(self.shrunk..end).into_iter().flatten() {
-                piece.clear();
-                piece.shrink_to(GUARD);
-            }
-            self.shrunk = end;
         }
-        self.in_progress()
+        if self.left > 0 {
+            if self.out < IN_FLIGHT {
+                let n = BATCH.min(self.left);
+                self.left -= n;
+                let mut batch: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(PIECE)).collect();
+                match &self.toucher {
+                    Some(t) => match t.to.send(batch) {
+                        Ok(()) => self.out += 1,
+                        // The thread is gone (it cannot panic, but all
+                        // the same): fault the batch in here, and the rest.
+                        Err(back) => {
+                            batch = back.0;
+                            batch.iter_mut().for_each(touch_pages);
+                            self.pieces.extend(batch);
+                            self.toucher = None;
+                        }
+                    },
+                    None => {
+                        batch.iter_mut().for_each(touch_pages);
+                        self.pieces.extend(batch);
+                    }
+                }
+            }
+            return Step::Later;
+        }
+        if self.out > 0 {
+            return Step::Later;
+        }
+        // Every piece is back: the thread is no longer needed.
+        self.toucher = None;
+        let end = self.pieces.len().min(self.shrunk + STEP_SHRINKS);
+        for piece in self.pieces.get_mut(self.shrunk..end).into_iter().flatten() {
+            piece.clear();
+            piece.shrink_to(GUARD);
+        }
+        self.shrunk = end;
+        if self.in_progress() {
+            Step::Now
+        } else {
+            Step::Done
+        }
     }
 
     /// Bytes made so far (held while the reserve is made, then free in the
@@ -158,12 +252,21 @@ fn touch_pages(v: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// Runs every step, waiting a little after each `Later`; returns how
+    /// many steps said `Now`.
     fn run_to_end(r: &mut CowReserve) -> usize {
-        let mut steps = 1;
-        while r.step() {
-            steps += 1;
+        let mut now = 0;
+        loop {
+            match r.step() {
+                Step::Now => now += 1,
+                Step::Later => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Step::Done => return now,
+            }
         }
-        steps
+    }
+
+    fn all_guards(r: &CowReserve) -> bool {
+        r.pieces.iter().all(|g| g.capacity() == GUARD && g.is_empty())
     }
 
     #[test]
@@ -171,34 +274,48 @@ mod tests {
         let mut r = CowReserve::default();
         r.start(0);
         assert!(!r.in_progress());
-        assert!(!r.step());
+        assert!(r.toucher.is_none(), "no thread for nothing");
+        assert_eq!(r.step(), Step::Done);
         assert_eq!(r.bytes(), 0);
         assert!(r.take_finished().is_none(), "nothing was started");
     }
 
     #[test]
-    fn pieces_are_made_a_few_a_step_held_then_shrunk_to_their_guards() {
+    fn pieces_are_held_whole_until_all_are_back_then_shrunk_to_their_guards() {
         let mut r = CowReserve::default();
-        let pieces = 5;
+        let pieces = 2 * BATCH + 3;
         r.start((pieces * PIECE - 1) as u64);
-        assert!(r.in_progress());
-        for made in 1..=pieces.div_ceil(STEP_PIECES) {
-            assert!(r.step(), "the shrinking is still to come");
-            assert_eq!(r.bytes(), ((made * STEP_PIECES).min(pieces) * PIECE) as u64);
+        assert!(r.toucher.is_some(), "nvecd-reserve started");
+        let mut allocated = 0;
+        let last = loop {
+            let left = r.left;
+            let step = r.step();
+            allocated += left - r.left;
+            assert!(r.out <= IN_FLIGHT);
+            if step != Step::Later {
+                break step;
+            }
             assert!(
                 r.pieces.iter().all(|p| p.capacity() >= PIECE),
-                "held whole while made"
+                "held whole while pieces are made"
             );
-        }
-        assert!(r.take_finished().is_none(), "not finished yet");
-        assert!(!r.step(), "five pieces shrink in one step");
+            assert!(r.take_finished().is_none(), "not finished yet");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(allocated, pieces);
+        assert_eq!(r.pieces.len(), pieces, "every batch came back");
+        assert_eq!(
+            last,
+            Step::Done,
+            "the step that took the last batch back shrank all 67"
+        );
+        assert!(r.toucher.is_none(), "the thread is let go");
         assert!(r.take_finished().is_some());
         assert!(r.take_finished().is_none(), "told once");
-        assert_eq!(r.pieces.len(), pieces);
-        assert!(r.pieces.iter().all(|g| g.capacity() == GUARD && g.is_empty()));
+        assert!(all_guards(&r));
         assert_eq!(r.bytes(), (pieces * PIECE) as u64);
         assert!(!r.in_progress());
-        assert!(!r.step());
+        assert_eq!(r.step(), Step::Done);
     }
 
     #[test]
@@ -206,23 +323,39 @@ mod tests {
         let mut r = CowReserve::default();
         let pieces = STEP_SHRINKS + 3;
         r.start((pieces * PIECE) as u64);
-        let steps = run_to_end(&mut r);
-        assert_eq!(steps, pieces.div_ceil(STEP_PIECES) + 2);
-        assert!(r.pieces.iter().all(|g| g.capacity() == GUARD));
+        assert_eq!(run_to_end(&mut r), 1, "two shrinking steps, the first says Now");
+        assert_eq!(r.pieces.len(), pieces);
+        assert!(all_guards(&r));
+    }
+
+    #[test]
+    fn without_the_thread_the_store_thread_faults_its_batches_in() {
+        let mut r = CowReserve::default();
+        r.start((BATCH + 1) as u64 * PIECE as u64);
+        r.toucher = None;
+        assert_eq!(r.step(), Step::Later);
+        assert_eq!(r.pieces.len(), BATCH, "the batch is made in place");
+        run_to_end(&mut r);
+        assert_eq!(r.pieces.len(), BATCH + 1);
+        assert!(all_guards(&r));
     }
 
     #[test]
     fn a_reserve_stopped_half_made_shrinks_what_it_made() {
         let mut r = CowReserve::default();
-        r.start(10 * PIECE as u64);
-        assert!(r.making());
-        assert!(r.step() && r.step());
+        r.start(10 * (BATCH * PIECE) as u64);
+        assert_eq!(r.step(), Step::Later);
+        assert_eq!(r.step(), Step::Later);
         r.stop_making();
-        assert!(!r.making());
-        assert!(r.in_progress(), "the pieces made are still whole");
-        assert!(!r.step());
-        assert_eq!(r.bytes(), (2 * STEP_PIECES * PIECE) as u64);
-        assert!(r.pieces.iter().all(|g| g.capacity() == GUARD));
+        assert!(r.in_progress(), "batches are out or whole");
+        run_to_end(&mut r);
+        assert!(!r.in_progress());
+        assert_eq!(
+            r.bytes(),
+            (2 * BATCH * PIECE) as u64,
+            "the two batches out came back"
+        );
+        assert!(all_guards(&r));
     }
 
     #[test]
@@ -239,12 +372,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reserve_dropped_with_a_batch_out_ends_cleanly() {
+        let mut r = CowReserve::default();
+        r.start(4 * (BATCH * PIECE) as u64);
+        assert_eq!(r.step(), Step::Later);
+        assert_eq!(r.out, 1);
+        // The thread frees the batch it holds and ends.
+        r.start(0);
+        assert!(!r.in_progress());
+        assert_eq!(r.bytes(), 0);
+    }
+
+    #[test]
     fn a_huge_request_is_bounded() {
         let mut r = CowReserve::default();
         r.start(u64::MAX);
         assert!(r.in_progress());
         assert!(r.left <= isize::MAX as usize / PIECE);
-        assert!(r.step());
-        assert_eq!(r.bytes(), (STEP_PIECES * PIECE) as u64);
+        let left = r.left;
+        assert_eq!(r.step(), Step::Later);
+        assert_eq!(left - r.left, BATCH, "one batch at a time");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::now_ms;
-use super::reserve::CowReserve;
+use super::reserve::{self, CowReserve};
 use crate::protocol::command::{EventArgs, SimArgs, SimVArgs};
 use crate::protocol::Response;
 use crate::snapshot::SnapshotError;
@@ -87,19 +87,18 @@ pub struct FinishLoad;
 #[rtype(result = "()")]
 pub struct AbortLoad;
 
-/// Time after each step of the copy-on-write reserve that faults memory
-/// in. Back to back, those steps kept the store's thread busy for the 1–9 s
-/// the reserve of the bench's state took, and EVENTs meanwhile had a p99 of
-/// 2.6–3.5 ms, answered at a tenth of the usual rate (a slow period of the
-/// VM); paced, 0.46–0.93 ms at the usual rate, and the reserve takes
-/// longer (BENCHMARKS.md).
+/// Time between the steps of the copy-on-write reserve while pieces are
+/// made: each allocates a batch for `nvecd-reserve` or takes back the ones
+/// it has faulted in (`reserve.rs`), a fraction of a millisecond of the
+/// store thread's time each.
 const RESERVE_PAUSE: Duration = Duration::from_millis(1);
 
 /// Sent by the store actor to itself after a LOAD, until the copy-on-write
-/// reserve is made (`reserve.rs`): one step each.
+/// reserve is made (`reserve.rs`): one step each. It carries the reserve's
+/// number, so a step still pending for a reserve given up does nothing.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct ReserveStep;
+struct ReserveStep(u64);
 
 /// Sent by the scheduler every `events.decay_interval_sec`.
 #[derive(Debug, Message)]
@@ -120,6 +119,8 @@ pub struct StoreActor {
     reserve: CowReserve,
     /// Its size: this share of the store's memory after a LOAD.
     reserve_percent: u8,
+    /// Counts the reserves started and given up: the current one's number.
+    reserve_number: u64,
 }
 
 impl StoreActor {
@@ -131,6 +132,7 @@ impl StoreActor {
             reclaimer: Reclaimer::default(),
             reserve: CowReserve::default(),
             reserve_percent: 0,
+            reserve_number: 0,
         }
     }
 
@@ -148,9 +150,10 @@ impl StoreActor {
             return;
         }
         let bytes = self.store.stats().used_memory_bytes / 100 * u64::from(self.reserve_percent);
+        self.reserve_number += 1;
         self.reserve.start(bytes);
         if self.reserve.in_progress() {
-            ctx.notify(ReserveStep);
+            ctx.notify(ReserveStep(self.reserve_number));
         }
     }
 
@@ -362,6 +365,7 @@ impl Handler<BeginLoad> for StoreActor {
         // A reserve still being made is given up: the load's own
         // allocations will use what it made so far.
         self.reserve = CowReserve::default();
+        self.reserve_number += 1;
         self.staged = Some(StoreBuilder::new(self.config.clone()));
         Ok(())
     }
@@ -412,29 +416,30 @@ impl Handler<AbortLoad> for StoreActor {
 
 impl Handler<ReserveStep> for StoreActor {
     type Result = ();
-    fn handle(&mut self, _: ReserveStep, ctx: &mut Context<Self>) {
-        if !self.reserve.in_progress() {
+    fn handle(&mut self, step: ReserveStep, ctx: &mut Context<Self>) {
+        if step.0 != self.reserve_number || !self.reserve.in_progress() {
             return;
         }
         // The free of the replaced store ends with `malloc_trim`, which
         // would hand the reserve back: wait for it.
         if self.reclaimer.busy() {
-            ctx.notify_later(ReserveStep, Duration::from_millis(20));
+            ctx.notify_later(step, Duration::from_millis(20));
             return;
         }
-        let making = self.reserve.making();
-        if self.reserve.step() {
-            if making {
-                ctx.notify_later(ReserveStep, RESERVE_PAUSE);
-            } else {
-                ctx.notify(ReserveStep);
+        match self.reserve.step() {
+            reserve::Step::Now => ctx.notify(step),
+            reserve::Step::Later => {
+                ctx.notify_later(step, RESERVE_PAUSE);
             }
-        } else if let Some(since) = self.reserve.take_finished() {
-            tracing::info!(
-                bytes = self.reserve.bytes(),
-                elapsed_ms = since.elapsed().as_millis() as u64,
-                "copy-on-write reserve made"
-            );
+            reserve::Step::Done => {
+                if let Some(since) = self.reserve.take_finished() {
+                    tracing::info!(
+                        bytes = self.reserve.bytes(),
+                        elapsed_ms = since.elapsed().as_millis() as u64,
+                        "copy-on-write reserve made"
+                    );
+                }
+            }
         }
     }
 }
