@@ -12,7 +12,7 @@ use nvecd::snapshot::format::{FOOTER_LEN, HEADER_LEN, SECTION_PREFIX_LEN};
 use nvecd::snapshot::testkit::{assemble, fix_all_crcs, fix_file_crc, payload_ranges, put_str};
 use nvecd::snapshot::Header;
 
-use crate::rel_util::{first_line, live, offline_binary, offline_verdict, seed_live, valid_golden};
+use crate::rel_util::{first_line, live, offline_binary_alone, offline_verdict, seed_live, valid_golden};
 use crate::support::TestServer;
 
 /// Peak RSS allowed to `nvecd snapshot verify` on any crafted file: 64 MiB.
@@ -386,10 +386,10 @@ fn crafted_files_with_valid_crcs_are_corrupt_and_cost_bounded_memory() {
     // The crafting itself is right: the unedited base is valid everywhere.
     std::fs::write(dir.join("base.nvec"), build(&base())).expect("write");
     assert!(c.cmd("DUMP VERIFY base.nvec").starts_with("OK Snapshot is valid"));
-    let (_, ok, base_rss) = offline_binary(&dir.join("base.nvec"));
+    let (_, ok, base_rss) = offline_binary_alone(&dir.join("base.nvec"));
     assert!(ok);
     std::fs::write(dir.join("golden.nvec"), valid_golden()).expect("write");
-    let (_, ok, golden_rss) = offline_binary(&dir.join("golden.nvec"));
+    let (_, ok, golden_rss) = offline_binary_alone(&dir.join("golden.nvec"));
     assert!(ok);
 
     let cases = cases();
@@ -407,7 +407,7 @@ fn crafted_files_with_valid_crcs_are_corrupt_and_cost_bounded_memory() {
         let load = c.cmd(&format!("DUMP LOAD {file}"));
         assert_eq!(first_line(&load), head, "{name}: DUMP LOAD");
         assert_eq!(live(&mut c), before, "{name}: live data changed");
-        let (text, ok, rss) = offline_binary(&path);
+        let (text, ok, rss) = offline_binary_alone(&path);
         assert!(!ok, "{name}: exit status");
         assert_eq!(first_line(&text), head, "{name}: nvecd snapshot verify");
         assert!(rss < RSS_BOUND_KIB, "{name}: peak RSS {rss} KiB");

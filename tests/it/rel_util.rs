@@ -129,7 +129,10 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
 }
 
 /// Runs the real `nvecd snapshot verify <file>`; returns stdout, success, and
-/// the child's peak RSS in KiB (`wait4` rusage `ru_maxrss`).
+/// the child's peak RSS in KiB (`wait4` rusage `ru_maxrss`). Linux counts
+/// in that figure the peak RSS of the process it was started from (the
+/// child shares its memory until `exec`), so here it is at least this test
+/// process's own peak; `offline_binary_alone` measures the child alone.
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the rusage
 pub fn offline_binary(file: &Path) -> (String, bool, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_nvecd"))
@@ -151,4 +154,39 @@ pub fn offline_binary(file: &Path) -> (String, bool, i64) {
     assert_eq!(rc, pid, "wait4");
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     (text, ok, usage.ru_maxrss)
+}
+
+/// Names the file `rss_probe` verifies, in the probe's environment.
+const PROBE_FILE: &str = "NVECD_TEST_RSS_PROBE_FILE";
+
+/// `offline_binary`, started from a small process of its own: this test
+/// binary run again with only `rss_probe`, so that the peak RSS is the
+/// verifier's and not the sum of whatever this busy test process once
+/// held (seen: a run's crafted-file test failing its bound that way).
+pub fn offline_binary_alone(file: &Path) -> (String, bool, i64) {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "rel_util::rss_probe", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(PROBE_FILE, file)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("run the probe");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (_, rest) = text.split_once("PROBE ").expect("the probe's report");
+    let (head, rest) = rest.split_once('\n').expect("the probe's first line");
+    let (ok, rss) = head.split_once(' ').expect("ok and rss");
+    let (verify, _) = rest.split_once("END-PROBE").expect("the probe's end");
+    (verify.to_string(), ok == "1", rss.parse().expect("rss"))
+}
+
+/// Run by `offline_binary_alone` in a process of its own; does nothing
+/// when run otherwise.
+#[test]
+#[ignore = "run by offline_binary_alone in a process of its own"]
+fn rss_probe() {
+    let Some(file) = std::env::var_os(PROBE_FILE) else {
+        return;
+    };
+    let (text, ok, rss) = offline_binary(Path::new(&file));
+    println!("PROBE {} {rss}\n{text}END-PROBE", u8::from(ok));
 }

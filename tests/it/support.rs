@@ -34,9 +34,8 @@ pub fn test_config(dir: &Path) -> Config {
     c.snapshot.dir = dir.join("snapshots");
     c.events.decay_interval_sec = 0;
     // A test process runs many servers; memory faulted in for the next SAVE
-    // would stay with the process after each (and the crafted-file tests
-    // measure children whose peak RSS counts the parent's). The reserve has
-    // tests of its own (actors.rs).
+    // would stay with the process after each. The reserve has tests of its
+    // own (actors.rs).
     c.snapshot.cow_reserve_percent = 0;
     c
 }
