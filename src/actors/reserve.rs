@@ -36,6 +36,12 @@
 //! The reserve's size is `snapshot.cow_reserve_percent` of the store's
 //! memory after the LOAD: held on purpose, as much as a SAVE under heavy
 //! writes ends up holding anyway once it is done.
+//!
+//! Only the store thread's arena gets a reserve. A run of 64 or more
+//! pipelined EVENTs shares its co-occurrence writes with `nvecd-helper`
+//! (`store/helper.rs`), whose copies of the odd items' rows come from that
+//! thread's arena; the bench's stall workload sends its EVENTs one at a
+//! time, so all of its copies come from the store thread's.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Instant;
