@@ -189,23 +189,25 @@ impl CowReserve {
             if self.out < IN_FLIGHT {
                 let n = BATCH.min(self.left);
                 self.left -= n;
-                let mut batch: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(PIECE)).collect();
-                match &self.toucher {
+                let batch: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(PIECE)).collect();
+                let unsent = match &self.toucher {
                     Some(t) => match t.to.send(batch) {
-                        Ok(()) => self.out += 1,
-                        // The thread is gone (it cannot panic, but all
-                        // the same): fault the batch in here, and the rest.
+                        Ok(()) => {
+                            self.out += 1;
+                            None
+                        }
+                        // The thread is gone (it cannot panic, but all the
+                        // same): this batch and the rest are faulted in here.
                         Err(back) => {
-                            batch = back.0;
-                            batch.iter_mut().for_each(touch_pages);
-                            self.pieces.extend(batch);
                             self.toucher = None;
+                            Some(back.0)
                         }
                     },
-                    None => {
-                        batch.iter_mut().for_each(touch_pages);
-                        self.pieces.extend(batch);
-                    }
+                    None => Some(batch),
+                };
+                if let Some(mut batch) = unsent {
+                    batch.iter_mut().for_each(touch_pages);
+                    self.pieces.extend(batch);
                 }
             }
             return Step::Later;

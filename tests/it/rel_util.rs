@@ -161,8 +161,8 @@ const PROBE_FILE: &str = "NVECD_TEST_RSS_PROBE_FILE";
 
 /// `offline_binary`, started from a small process of its own: this test
 /// binary run again with only `rss_probe`, so that the peak RSS is the
-/// verifier's and not the sum of whatever this busy test process once
-/// held (seen: a run's crafted-file test failing its bound that way).
+/// verifier's and not this busy test process's own peak (seen: a run's
+/// crafted-file test failing its bound that way).
 pub fn offline_binary_alone(file: &Path) -> (String, bool, i64) {
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "rel_util::rss_probe", "--ignored", "--nocapture"])
